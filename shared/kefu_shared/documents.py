@@ -1,0 +1,204 @@
+"""Aggregates stored one per document, with their outgoing events and applied messages inside.
+
+FerretDB has no multi-document transactions, and MongoDB's cost a lot; a single-document update
+is atomic on both. So each aggregate document carries
+- the aggregate's state,
+- ``version``: an optimistic-concurrency counter (compare-and-set on every write),
+- ``outbox``: events produced by the change, not yet relayed to Kafka (the transactional outbox),
+- ``applied``: ids of the last messages applied, so a redelivered message changes nothing.
+State, events and the applied id are written in one update: a crash either loses all of it
+(and the message is redelivered) or keeps all of it (and the relay publishes the events later).
+
+Decision: writes to one document are also serialised inside the process. MongoDB makes the
+version compare-and-set atomic, but FerretDB 1.24 (SQLite) does not: it reads and then writes
+without a lock, so concurrent updates of one document are lost (measured: 20 concurrent ``$inc``
+left 2). Kafka already gives each aggregate key to one consumer; the per-document lock covers
+the other writers in the same process (HTTP commands, timers, the outbox relay).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pymongo.errors import DuplicateKeyError
+
+from kefu_shared.mongo import Collection, Document
+from kefu_shared.outbox import OutboxMessage
+
+RESERVED_FIELDS = frozenset({"_id", "version", "outbox", "outbox_pending", "applied"})
+
+
+class ConcurrencyConflict(RuntimeError):
+    """The document changed between read and write too many times in a row."""
+
+
+@dataclass(frozen=True)
+class Change:
+    """What a use case decided: the new state and the events to publish with it."""
+
+    state: Document
+    events: Sequence[OutboxMessage] = ()
+
+
+@dataclass(frozen=True)
+class Stored:
+    id: str
+    state: Document
+    version: int
+    applied: tuple[str, ...] = ()
+    outbox: tuple[Document, ...] = ()
+
+
+@dataclass
+class Outcome:
+    """What ``mutate`` did: ``duplicate`` if the message had been applied before."""
+
+    stored: Stored | None
+    changed: bool = False
+    duplicate: bool = False
+    events: list[OutboxMessage] = field(default_factory=list)
+
+
+Decide = (
+    Callable[[Stored | None], Change | None] | Callable[[Stored | None], Awaitable[Change | None]]
+)
+
+
+class VersionedDocumentStore:
+    """Load-decide-write with compare-and-set, outbox and idempotence in one document."""
+
+    def __init__(
+        self,
+        collection: Collection,
+        *,
+        applied_limit: int = 64,
+        max_attempts: int = 20,
+        on_events: Callable[[], None] | None = None,
+    ) -> None:
+        self.collection = collection
+        self._applied_limit = applied_limit
+        self._max_attempts = max_attempts
+        self._on_events = on_events
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def _lock(self, doc_id: str) -> asyncio.Lock:
+        lock = self._locks.get(doc_id)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[doc_id] = lock
+        return lock
+
+    async def load(self, doc_id: str) -> Stored | None:
+        doc = await self.collection.find_one({"_id": doc_id})
+        return _stored(doc) if doc else None
+
+    async def mutate(
+        self, doc_id: str, decide: Decide, *, message_id: str | None = None
+    ) -> Outcome:
+        """Apply ``decide`` to the current document, at most once per ``message_id``.
+
+        ``decide`` gets the stored document (or None) and returns the new state with its events,
+        or None to change nothing. It may run more than once under contention, so it must be a
+        pure function of its input.
+        """
+        lock = self._lock(doc_id)
+        async with lock:
+            return await self._mutate(doc_id, decide, message_id)
+
+    async def _mutate(self, doc_id: str, decide: Decide, message_id: str | None) -> Outcome:
+        for _ in range(self._max_attempts):
+            current = await self.load(doc_id)
+            if current is not None and message_id is not None and message_id in current.applied:
+                return Outcome(stored=current, duplicate=True)
+            result = decide(current)
+            change = await result if isinstance(result, Awaitable) else result
+            if change is None:
+                return Outcome(stored=current)
+            written = await self._write(doc_id, current, change, message_id)
+            if written is not None:
+                if change.events and self._on_events is not None:
+                    self._on_events()
+                return Outcome(stored=written, changed=True, events=list(change.events))
+        raise ConcurrencyConflict(f"{self.collection.name}/{doc_id}: too many concurrent writers")
+
+    async def _write(
+        self, doc_id: str, current: Stored | None, change: Change, message_id: str | None
+    ) -> Stored | None:
+        bad = RESERVED_FIELDS.intersection(change.state)
+        if bad:
+            raise ValueError(f"state may not set reserved fields {sorted(bad)}")
+        applied = list(current.applied) if current else []
+        if message_id is not None:
+            applied = [*applied, message_id][-self._applied_limit :]
+        outbox = [*(current.outbox if current else ()), *(e.to_document() for e in change.events)]
+        fields: Document = {
+            **change.state,
+            "applied": applied,
+            "outbox": outbox,
+            "outbox_pending": bool(outbox),
+        }
+        if current is None:
+            try:
+                await self.collection.insert_one({"_id": doc_id, "version": 1, **fields})
+            except DuplicateKeyError:
+                return None  # someone created it first: reload and decide again
+            return Stored(doc_id, change.state, 1, tuple(applied), tuple(outbox))
+        version = current.version + 1
+        # Fields the new state dropped are unset, so the document mirrors the aggregate.
+        removed = {k: "" for k in current.state if k not in change.state}
+        update: Document = {"$set": {**fields, "version": version}}
+        if removed:
+            update["$unset"] = removed
+        result = await self.collection.update_one(
+            {"_id": doc_id, "version": current.version}, update
+        )
+        if result.matched_count == 0:
+            return None
+        return Stored(doc_id, change.state, version, tuple(applied), tuple(outbox))
+
+    async def pending_outbox(self, limit: int) -> list[Document]:
+        """Documents holding events the relay has not published yet."""
+        cursor = self.collection.find({"outbox_pending": True}, {"outbox": 1, "version": 1})
+        return await cursor.limit(limit).to_list()
+
+    async def remove_relayed(self, doc_id: str, sent: set[str]) -> bool:
+        """Drop published events, under the same lock and compare-and-set as every writer."""
+        async with self._lock(doc_id):
+            for _ in range(self._max_attempts):
+                doc = await self.collection.find_one({"_id": doc_id}, {"outbox": 1, "version": 1})
+                if doc is None:
+                    return False
+                remaining = [m for m in doc.get("outbox") or () if m.get("id") not in sent]
+                current = int(doc.get("version", 0))
+                result = await self.collection.update_one(
+                    {"_id": doc_id, "version": current},
+                    {
+                        "$set": {
+                            "outbox": remaining,
+                            "outbox_pending": bool(remaining),
+                            "version": current + 1,
+                        }
+                    },
+                )
+                if result.matched_count:
+                    return True
+        return False
+
+
+def _stored(doc: Document) -> Stored:
+    state = {k: v for k, v in doc.items() if k not in RESERVED_FIELDS}
+    return Stored(
+        id=str(doc["_id"]),
+        state=state,
+        version=int(doc.get("version", 0)),
+        applied=tuple(doc.get("applied", ())),
+        outbox=tuple(doc.get("outbox", ())),
+    )
+
+
+def state_of(stored: Stored | None) -> dict[str, Any] | None:
+    return stored.state if stored else None

@@ -1,0 +1,111 @@
+"""The HTTP side of a service: health, readiness, metrics, AsyncAPI, and the service's API.
+
+The FastAPI app owns the process lifecycle: its lifespan starts the broker, the outbox relay and
+the service's background loops, and stops them on SIGTERM (uvicorn turns the signal into the
+lifespan's shutdown), so one ``uvicorn`` process runs the whole service.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import HTMLResponse, JSONResponse
+from faststream.specification import AsyncAPI
+from faststream.specification.asyncapi.site import get_asyncapi_html
+from opentelemetry import propagate
+from opentelemetry import trace as otel_trace
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from kefu_shared.correlation import current_correlation_id
+from kefu_shared.envelope import new_id
+from kefu_shared.runtime import ServiceRuntime
+
+CORRELATION_HEADER = "X-Correlation-Id"
+
+
+def asyncapi_spec(runtime: ServiceRuntime, description: str = "") -> AsyncAPI:
+    return AsyncAPI(
+        runtime.broker,
+        title=f"kefu-{runtime.name}",
+        version="1.0.0",
+        description=description or f"Events consumed and published by kefu-{runtime.name}.",
+        schema_version="3.0.0",
+    )
+
+
+def create_http_app(
+    runtime: ServiceRuntime,
+    routers: Sequence[APIRouter] = (),
+    *,
+    description: str = "",
+) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(
+        title=f"kefu-{runtime.name}",
+        description=description,
+        version="1.0.0",
+        lifespan=lifespan,
+    )
+    tracer = runtime.tracer_provider.get_tracer("kefu.http")
+    spec = asyncapi_spec(runtime, description)
+
+    @app.middleware("http")
+    async def trace_and_correlate(request: Request, call_next):  # type: ignore[no-untyped-def]
+        # W3C trace context in, a server span around the request, a correlation id both ways.
+        correlation_id = request.headers.get(CORRELATION_HEADER) or new_id()
+        token = current_correlation_id.set(correlation_id)
+        ctx = propagate.extract(dict(request.headers))
+        route = request.url.path
+        try:
+            with tracer.start_as_current_span(
+                f"{request.method} {route}", context=ctx, kind=otel_trace.SpanKind.SERVER
+            ) as span:
+                response: Response = await call_next(request)
+                span.set_attribute("http.status_code", response.status_code)
+        finally:
+            current_correlation_id.reset(token)
+        response.headers[CORRELATION_HEADER] = correlation_id
+        return response
+
+    @app.get("/healthz", tags=["operations"], summary="Liveness: the process answers.")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "service": runtime.name}
+
+    @app.get(
+        "/readyz",
+        tags=["operations"],
+        summary="Readiness: consuming, and the broker and the store answer.",
+        responses={503: {"description": "A dependency is unavailable."}},
+    )
+    async def readyz() -> JSONResponse:
+        checks = await runtime.readiness()
+        ready = all(checks.values())
+        return JSONResponse(
+            {"status": "ready" if ready else "not ready", "checks": checks},
+            status_code=200 if ready else 503,
+        )
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics.")
+    async def metrics() -> Response:
+        return Response(generate_latest(runtime.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/asyncapi", tags=["operations"], summary="AsyncAPI 3.0 document (HTML).")
+    async def asyncapi_html() -> HTMLResponse:
+        return HTMLResponse(get_asyncapi_html(spec.to_specification()))
+
+    @app.get("/asyncapi.json", tags=["operations"], summary="AsyncAPI 3.0 document (JSON).")
+    async def asyncapi_json() -> JSONResponse:
+        return JSONResponse(spec.to_specification().to_jsonable())
+
+    for router in routers:
+        app.include_router(router)
+    return app

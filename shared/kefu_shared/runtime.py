@@ -1,0 +1,148 @@
+"""One service's infrastructure, built once by its composition root.
+
+A service's ``bootstrap.py`` calls ``build_runtime`` and then registers its subscribers, stores
+and HTTP routers on it; ``http.py`` turns the runtime into the ASGI app that runs everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from faststream.kafka import KafkaBroker
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from prometheus_client import CollectorRegistry
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from kefu_shared.broker import make_broker, publish_outbox_message
+from kefu_shared.dead_letter import RetryPolicy
+from kefu_shared.documents import VersionedDocumentStore
+from kefu_shared.mongo import Document, IndexSpec, ensure_indexes, make_client, outbox_index, ping
+from kefu_shared.observability import instrument_pymongo, make_tracer_provider
+from kefu_shared.outbox import OutboxMetrics, OutboxRelay
+from kefu_shared.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+BackgroundTask = Callable[[], Coroutine[Any, Any, None]]
+
+
+@dataclass
+class ServiceRuntime:
+    name: str
+    settings: ServiceSettings
+    registry: CollectorRegistry
+    tracer_provider: TracerProvider
+    broker: KafkaBroker
+    mongo: AsyncMongoClient[Document]
+    db: AsyncDatabase[Document]
+    relay: OutboxRelay
+    retry: RetryPolicy
+    indexes: list[IndexSpec] = field(default_factory=list)
+    background: list[BackgroundTask] = field(default_factory=list)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    started: bool = False
+
+    def document_store(self, collection: str, **kwargs: int) -> VersionedDocumentStore:
+        """An aggregate collection whose outbox this service's relay publishes."""
+        store = VersionedDocumentStore(self.db[collection], on_events=self.relay.notify, **kwargs)
+        self.relay.add_source(store)
+        self.indexes.append(outbox_index(collection))
+        return store
+
+    async def start(self, *, timeout: float = 120.0) -> None:
+        """Wait for the store and the broker, then start consuming and the background loops."""
+        await _until_ready("MongoDB", lambda: ensure_indexes(self.db, self.indexes), timeout)
+        await _until_ready("Kafka", self.broker.start, timeout)
+        self._tasks.append(asyncio.create_task(self.relay.run(), name=f"{self.name}-outbox"))
+        for task in self.background:
+            self._tasks.append(asyncio.create_task(task(), name=f"{self.name}-{task.__name__}"))
+        self.started = True
+
+    async def stop(self) -> None:
+        self.relay.stop()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        await self.broker.stop()
+        await self.mongo.close()
+        self.tracer_provider.shutdown()
+        self.started = False
+
+    async def readiness(self) -> dict[str, bool]:
+        broker_ok = False
+        if self.started:
+            try:
+                broker_ok = await self.broker.ping(timeout=2.0)
+            except Exception:
+                broker_ok = False
+        store_ok = await ping(self.db)
+        return {"kafka": broker_ok, "mongodb": store_ok, "started": self.started}
+
+
+def build_runtime(
+    name: str,
+    settings: ServiceSettings,
+    *,
+    span_processors: Sequence[SpanProcessor] = (),
+) -> ServiceRuntime:
+    registry = CollectorRegistry()
+    tracer_provider = make_tracer_provider(
+        name,
+        otlp_endpoint=settings.otel_exporter_otlp_endpoint,
+        processors=list(span_processors),
+    )
+    instrument_pymongo(tracer_provider)
+    retry = RetryPolicy(
+        attempts=settings.retry_attempts,
+        initial_backoff=settings.retry_initial_backoff_seconds,
+        max_backoff=settings.retry_max_backoff_seconds,
+    )
+    broker = make_broker(
+        service=name,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        registry=registry,
+        tracer_provider=tracer_provider,
+        retry=retry,
+    )
+    mongo = make_client(settings.mongodb_uri, app_name=f"kefu-{name}")
+    db = mongo[settings.mongodb_database or f"kefu_{name}"]
+    relay = OutboxRelay(
+        [],
+        partial(publish_outbox_message, broker),
+        poll_seconds=settings.outbox_poll_seconds,
+        metrics=OutboxMetrics(registry, name),
+    )
+    return ServiceRuntime(
+        name=name,
+        settings=settings,
+        registry=registry,
+        tracer_provider=tracer_provider,
+        broker=broker,
+        mongo=mongo,
+        db=db,
+        relay=relay,
+        retry=retry,
+    )
+
+
+async def _until_ready(what: str, attempt: Callable[[], Awaitable[object]], timeout: float) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    delay = 0.5
+    while True:
+        try:
+            await attempt()
+            return
+        except Exception as exc:
+            if loop.time() + delay > deadline:
+                raise RuntimeError(f"{what} not reachable after {timeout:.0f}s: {exc}") from exc
+            log.warning("%s not reachable yet (%s); retrying in %.1fs", what, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)

@@ -1,0 +1,86 @@
+"""Service settings from the environment, with one prefix per service.
+
+Every service reads the shared infrastructure variables without a prefix (the names Kafka and
+MongoDB tooling already use: ``KAFKA_BOOTSTRAP_SERVERS``, ``MONGODB_URI``), and its own knobs
+with its prefix (``KEFU_NOTIFIER_...``). A missing or malformed value stops the service at start
+with a message naming the variable, instead of failing later on the first message.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TypeVar
+
+from pydantic import AliasChoices, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """Settings every kefu service has. Subclass with ``env_prefix="KEFU_<SERVICE>_"``."""
+
+    model_config = SettingsConfigDict(env_prefix="KEFU_", extra="ignore", frozen=True)
+
+    kafka_bootstrap_servers: str = Field(
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "kafka_bootstrap_servers"),
+        description="Comma-separated host:port list of the Kafka brokers.",
+    )
+    mongodb_uri: str = Field(
+        validation_alias=AliasChoices("MONGODB_URI", "mongodb_uri"),
+        description="MongoDB connection string (MongoDB 7 or FerretDB).",
+    )
+    mongodb_database: str = Field(
+        default="",
+        description="Database name; defaults to kefu_<service>, one database per service.",
+    )
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8080, ge=1, le=65535)
+    log_level: str = "INFO"
+    instance_id: str = Field(
+        default="",
+        description="Distinguishes replicas in logs and metrics; defaults to host:port.",
+    )
+    # Retry of a failing message before it goes to the dead-letter topic.
+    retry_attempts: int = Field(default=4, ge=1, le=20)
+    retry_initial_backoff_seconds: float = Field(default=0.2, gt=0, le=60)
+    retry_max_backoff_seconds: float = Field(default=5.0, gt=0, le=600)
+    outbox_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    otel_exporter_otlp_endpoint: str = Field(
+        default="",
+        validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_ENDPOINT", "otel_exporter_otlp_endpoint"),
+        description="OTLP/HTTP endpoint for traces; empty means tracing export is off.",
+    )
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+class SettingsError(SystemExit):
+    """Raised at start-up when the environment does not describe a runnable service."""
+
+
+def load_settings(cls: type[S], **overrides: object) -> S:
+    """Build settings from the environment, or exit with a message naming each bad variable."""
+    try:
+        return cls(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        prefix = str(cls.model_config.get("env_prefix", ""))
+        lines = []
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else "?"
+            env_name = _env_name(cls, field, prefix)
+            lines.append(f"  {env_name}: {err['msg']}")
+        message = f"invalid configuration for {cls.__name__}:\n" + "\n".join(lines)
+        print(message, file=sys.stderr)
+        raise SettingsError(message) from exc
+
+
+def _env_name(cls: type[BaseSettings], field: str, prefix: str) -> str:
+    info = cls.model_fields.get(field)
+    alias = info.validation_alias if info else None
+    if isinstance(alias, AliasChoices):
+        first = alias.choices[0]
+        if isinstance(first, str):
+            return first
+    if isinstance(alias, str):
+        return alias
+    return f"{prefix}{field}".upper()

@@ -1,0 +1,108 @@
+"""The outbox: a crash between the write and the publish loses nothing."""
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any, ClassVar
+
+import pytest
+from faststream.kafka import KafkaBroker
+from kefu_shared.broker import publish_outbox_message
+from kefu_shared.documents import Change, Stored, VersionedDocumentStore
+from kefu_shared.envelope import Envelope, EventData
+from kefu_shared.outbox import OutboxMessage, OutboxRelay
+from kefu_shared.testing import read_topic
+from pymongo.asynchronous.database import AsyncDatabase
+
+
+class CaseOpened(EventData):
+    event_type: ClassVar[str] = "test.case_opened"
+    topic: ClassVar[str] = "unused"
+    subject_field: ClassVar[str] = "case_id"
+    case_id: str
+
+
+class Crash(BaseException):
+    """Stands for the process dying: not an Exception, so nothing handles it."""
+
+
+def open_case(topic: str) -> Callable[[Stored | None], Change]:
+    def decide(current: Stored | None) -> Change:
+        count = (current.state["count"] if current else 0) + 1
+        event = Envelope.wrap(CaseOpened(case_id="case-1"), source="aftersales")
+        return Change({"count": count}, [OutboxMessage.from_envelope(event, topic)])
+
+    return decide
+
+
+async def test_events_written_before_a_crash_are_published_by_the_next_relay(
+    db: AsyncDatabase[dict[str, Any]],
+    kafka_bootstrap: str,
+    broker_factory: Callable[..., KafkaBroker],
+    unique: str,
+) -> None:
+    topic = f"kefu.test.{unique}"
+    store = VersionedDocumentStore(db["cases"])
+    outcome = await store.mutate("case-1", open_case(topic))
+    [event] = outcome.events
+    # The process dies here: the change is stored, nothing was published.
+    assert await read_topic(kafka_bootstrap, topic, expect=1, timeout=1.5) == []
+    pending = await db["cases"].find_one({"_id": "case-1"})
+    assert pending is not None
+    assert pending["outbox_pending"] is True
+
+    broker = broker_factory(f"k{unique}")
+    async with broker:
+        await broker.connect()
+        relay = OutboxRelay([store], partial(publish_outbox_message, broker))
+        assert await relay.relay_once() == 1
+        assert await relay.relay_once() == 0
+
+    received = await read_topic(kafka_bootstrap, topic, expect=1, settle=1.0)
+    assert [r.headers["ce_id"] for r in received] == [event.id]
+    done = await db["cases"].find_one({"_id": "case-1"})
+    assert done is not None
+    assert done["outbox"] == []
+    assert done["outbox_pending"] is False
+    assert done["count"] == 1
+
+
+async def test_a_crash_after_publishing_republishes_under_the_same_event_id(
+    db: AsyncDatabase[dict[str, Any]],
+    kafka_bootstrap: str,
+    broker_factory: Callable[..., KafkaBroker],
+    unique: str,
+) -> None:
+    topic = f"kefu.test.{unique}"
+    store = VersionedDocumentStore(db["cases"])
+    [event] = (await store.mutate("case-1", open_case(topic))).events
+
+    broker = broker_factory(f"k{unique}")
+    async with broker:
+        await broker.connect()
+
+        async def publish_then_die(message: OutboxMessage) -> None:
+            await publish_outbox_message(broker, message)
+            raise Crash
+
+        with pytest.raises(Crash):
+            await OutboxRelay([store], publish_then_die).relay_once()
+        relay = OutboxRelay([store], partial(publish_outbox_message, broker))
+        assert await relay.relay_once() == 1
+
+    received = await read_topic(kafka_bootstrap, topic, expect=2, settle=1.0)
+    assert [r.headers["ce_id"] for r in received] == [event.id, event.id]
+
+
+async def test_concurrent_writers_never_lose_an_update_or_an_event(
+    db: AsyncDatabase[dict[str, Any]], unique: str
+) -> None:
+    import asyncio
+
+    store = VersionedDocumentStore(db["cases"])
+    outcomes = await asyncio.gather(*(store.mutate("case-1", open_case("t")) for _ in range(10)))
+    assert all(o.changed for o in outcomes)
+    doc = await db["cases"].find_one({"_id": "case-1"})
+    assert doc is not None
+    assert doc["count"] == 10
+    assert len(doc["outbox"]) == 10
+    assert doc["version"] == 10
