@@ -32,9 +32,10 @@ def make_broker(
     registry: CollectorRegistry,
     tracer_provider: TracerProvider,
     retry: RetryPolicy,
+    topic_prefix: str = "",
 ) -> KafkaBroker:
     """A broker whose subscribers commit only after handling (or dead-lettering) a message."""
-    dlq_topic = dead_letter_topic(service)
+    dlq_topic = topic_prefix + dead_letter_topic(service)
     holder: dict[str, KafkaBroker] = {}
 
     async def send_dead_letter(letter: DeadLetter) -> None:
@@ -70,10 +71,10 @@ def make_broker(
     return broker
 
 
-def subscriber_options(service: str, **overrides: Any) -> dict[str, Any]:
+def subscriber_options(service: str, group: str = "", **overrides: Any) -> dict[str, Any]:
     """Defaults for a service's subscribers: one consumer group per service, from the start."""
     return {
-        "group_id": f"kefu-{service}",
+        "group_id": group or f"kefu-{service}",
         "auto_offset_reset": "earliest",
         **overrides,
     }

@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
-from kefu_shared.broker import make_broker, publish_outbox_message
+from kefu_shared.broker import make_broker, publish_outbox_message, subscriber_options
 from kefu_shared.dead_letter import RetryPolicy
 from kefu_shared.documents import VersionedDocumentStore
 from kefu_shared.mongo import Document, IndexSpec, ensure_indexes, make_client, outbox_index, ping
@@ -47,6 +47,13 @@ class ServiceRuntime:
     background: list[BackgroundTask] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     started: bool = False
+
+    def topic(self, name: str) -> str:
+        return self.settings.topic(name)
+
+    def subscriber_options(self, **overrides: Any) -> dict[str, Any]:
+        """Consumer group and offsets for this service's subscribers."""
+        return subscriber_options(self.name, self.settings.consumer_group, **overrides)
 
     def document_store(self, collection: str, **kwargs: int) -> VersionedDocumentStore:
         """An aggregate collection whose outbox this service's relay publishes."""
@@ -110,6 +117,7 @@ def build_runtime(
         registry=registry,
         tracer_provider=tracer_provider,
         retry=retry,
+        topic_prefix=settings.topic_prefix,
     )
     mongo = make_client(settings.mongodb_uri, app_name=f"kefu-{name}")
     db = mongo[settings.mongodb_database or f"kefu_{name}"]

@@ -44,11 +44,24 @@ class ServiceSettings(BaseSettings):
     retry_initial_backoff_seconds: float = Field(default=0.2, gt=0, le=60)
     retry_max_backoff_seconds: float = Field(default=5.0, gt=0, le=600)
     outbox_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    topic_prefix: str = Field(
+        default="",
+        pattern=r"^[a-zA-Z0-9._-]*$",
+        description="Prepended to every topic name: one cluster for several environments "
+        "(e.g. 'staging.'), and isolated topics per test.",
+    )
+    consumer_group: str = Field(
+        default="", description="Kafka consumer group; defaults to kefu-<service>."
+    )
     otel_exporter_otlp_endpoint: str = Field(
         default="",
         validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_ENDPOINT", "otel_exporter_otlp_endpoint"),
         description="OTLP/HTTP endpoint for traces; empty means tracing export is off.",
     )
+
+    def topic(self, name: str) -> str:
+        """The full name of one of the topics in ``kefu_shared.topics``."""
+        return f"{self.topic_prefix}{name}"
 
 
 S = TypeVar("S", bound=BaseSettings)

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 import pytest
+from asgi_lifespan import LifespanManager
 from pymongo import AsyncMongoClient
 
 from kefu_local.infra import Endpoints, resolve_endpoints
@@ -61,10 +64,27 @@ async def mongo_client(mongodb_uri: str) -> AsyncIterator[AsyncMongoClient[dict[
 
 
 @pytest.fixture
-def service_env(kafka_bootstrap: str, mongodb_uri: str, unique: str) -> dict[str, str]:
-    """Environment for a service under test: real servers, a database of its own."""
+def service_overrides(kafka_bootstrap: str, mongodb_uri: str, unique: str) -> dict[str, Any]:
+    """Settings for a service under test: real servers, its own database and topic namespace."""
+    token = unique.rsplit("-", 1)[-1]
     return {
-        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "MONGODB_URI": mongodb_uri,
-        "KEFU_TEST_DB": f"t_{unique.replace('-', '_')}",
+        "kafka_bootstrap_servers": kafka_bootstrap,
+        "mongodb_uri": mongodb_uri,
+        "mongodb_database": f"t_{unique.replace('-', '_')}",
+        "topic_prefix": f"t{token}.",
+        "outbox_poll_seconds": 0.2,
+        "retry_initial_backoff_seconds": 0.05,
+        "retry_max_backoff_seconds": 0.2,
     }
+
+
+@asynccontextmanager
+async def running(app: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """Run a service's ASGI app (lifespan: broker, relay, loops) and talk HTTP to it."""
+    async with (
+        LifespanManager(app, startup_timeout=120, shutdown_timeout=30) as manager,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=manager.app), base_url="http://service"
+        ) as client,
+    ):
+        yield client
