@@ -1,0 +1,1 @@
+"""kefu local runner."""

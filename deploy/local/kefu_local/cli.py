@@ -1,0 +1,98 @@
+"""The ``kefu`` command: run the whole system locally, run the tests, manage the infrastructure.
+
+``./kefu`` (the script at the repository root) installs the workspace and then calls this.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+
+from kefu_local.infra_cli import add_infra_commands
+from kefu_local.paths import REPO_ROOT
+
+
+def _run(cmd: list[str]) -> int:
+    print(f"$ {' '.join(cmd)}", flush=True)
+    return subprocess.call(cmd, cwd=REPO_ROOT)
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    """Static checks, then the whole pytest suite on a real Kafka and FerretDB."""
+    checks: list[list[str]] = [
+        ["ruff", "check", "."],
+        ["ruff", "format", "--check", "."],
+        ["mypy", *_mypy_packages()],
+        ["lint-imports"],
+    ]
+    failed = []
+    if not args.no_lint:
+        for check in checks:
+            if _run(check) != 0:
+                failed.append(check[0])
+    code = _run(["pytest", *args.pytest_args])
+    if failed:
+        print(f"static checks failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return code
+
+
+def _mypy_packages() -> list[str]:
+    import importlib.util
+
+    packages = ["kefu_shared", "kefu_local"]
+    for svc in ("notifier", "inquiry", "orders", "aftersales", "feedback"):
+        if importlib.util.find_spec(f"kefu_{svc}") is not None:
+            packages.append(f"kefu_{svc}")
+    return [arg for p in packages for arg in ("-p", p)]
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from kefu_local.demo import run_demo
+
+    return run_demo(
+        profile=args.profile,
+        size=args.size,
+        seed=args.seed,
+        keep_running=args.keep_running,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kefu", description="kefu: a Kafka-native customer-service backend"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run", help="start Kafka, FerretDB and every service, then play a demo shop day"
+    )
+    run.add_argument("--profile", default="dev", help="infrastructure profile (default: dev)")
+    run.add_argument("--size", type=int, default=200, help="customer messages in the demo")
+    run.add_argument("--seed", type=int, default=7, help="random seed: same seed, same day")
+    run.add_argument(
+        "--keep-running", action="store_true", help="leave everything up after the demo"
+    )
+    run.set_defaults(func=cmd_run)
+
+    test = sub.add_parser("test", help="ruff, mypy, import contracts, then pytest on real servers")
+    test.add_argument("--no-lint", action="store_true", help="skip the static checks")
+    test.add_argument("pytest_args", nargs=argparse.REMAINDER, help="passed on to pytest")
+    test.set_defaults(func=cmd_test)
+
+    add_infra_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""A MongoDB-wire-protocol server, FerretDB 1.24 on SQLite, built from the Go module proxy.
+
+MongoDB itself is in no registry this project may use, but FerretDB is a Go module: a small
+wrapper (../ferretdb/main.go) embeds it, `go build` makes one static binary, and that binary is
+cached under a key of the wrapper's sources. Its gaps (no transactions, change streams, TTL
+indexes, $lookup) are documented in ENGINEERING.md and shape the services' design.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from kefu_local import paths
+from kefu_local.process import InfraError, start_detached, tracked_pid
+
+FERRETDB_VERSION = "1.24.2"
+GO_BUILD_TIMEOUT_SECONDS = 1800
+PROGRESS_EVERY_SECONDS = 15.0
+
+Log = Callable[[str], None]
+
+
+def ensure_binary(log: Log = print) -> Path:
+    """The FerretDB wrapper binary, built on first use (and after its sources change)."""
+    binary = paths.ferretdb_binary()
+    if binary.exists():
+        return binary
+    with paths.file_lock(paths.cache_dir() / "ferretdb-build.lock"):
+        if binary.exists():  # another process built it while we waited for the lock
+            return binary
+        _build(binary, log)
+        # Older builds are dead weight once their sources changed; a running one keeps its
+        # inode until it exits, so deleting it is safe.
+        for old in binary.parent.glob("ferretdb-*"):
+            if old != binary and not old.name.endswith(".partial"):
+                old.unlink(missing_ok=True)
+    return binary
+
+
+def _build(binary: Path, log: Log) -> None:
+    go = shutil.which("go")
+    if go is None:
+        raise InfraError(
+            "no `go` found: install Go 1.24+ to build FerretDB, or point MONGODB_URI at a MongoDB"
+        )
+    log(
+        f"building FerretDB {FERRETDB_VERSION[:4]} from the Go module proxy "
+        "(first run, a few minutes)..."
+    )
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    scratch = binary.with_name(binary.name + ".partial")
+    env = dict(os.environ)
+    # Pure Go (modernc.org/sqlite): no C toolchain needed, and the binary runs anywhere.
+    env["CGO_ENABLED"] = "0"
+    # go.mod and go.sum are committed complete: building must neither edit them nor resolve
+    # versions anew, so every machine builds exactly the same dependencies.
+    env["GOFLAGS"] = (env.get("GOFLAGS", "") + " -mod=readonly").strip()
+    argv = [go, "build", "-v", "-trimpath", "-ldflags=-s -w", "-o", str(scratch), "."]
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        argv,
+        cwd=paths.FERRETDB_SRC,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    # go prints one line per module downloaded and per package compiled: too many to echo,
+    # too useful to swallow. Summarise every few seconds; keep the tail for a failure report.
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line.rstrip("\n"))
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    downloaded = compiled = 0
+    recent: list[str] = []
+    last_report = started
+    while True:
+        if time.monotonic() - started > GO_BUILD_TIMEOUT_SECONDS:
+            proc.kill()
+            raise InfraError(f"go build did not finish in {GO_BUILD_TIMEOUT_SECONDS} s")
+        try:
+            line = lines.get(timeout=1.0)
+        except queue.Empty:
+            line = ""
+        if line is None:
+            break
+        if line:
+            recent = [*recent[-39:], line]
+            if line.startswith("go: downloading"):
+                downloaded += 1
+            elif not line.startswith("go:") and " " not in line:
+                compiled += 1
+        if time.monotonic() - last_report >= PROGRESS_EVERY_SECONDS:
+            last_report = time.monotonic()
+            log(
+                f"  ... {time.monotonic() - started:.0f} s: {downloaded} modules downloaded, "
+                f"{compiled} packages compiled"
+            )
+    if proc.wait() != 0 or not scratch.exists():
+        scratch.unlink(missing_ok=True)
+        raise InfraError("go build of the FerretDB wrapper failed:\n" + "\n".join(recent))
+    scratch.rename(binary)
+    log(
+        f"built FerretDB in {time.monotonic() - started:.0f} s ({downloaded} modules downloaded, "
+        f"{compiled} packages compiled) into {binary}"
+    )
+
+
+@dataclass(frozen=True)
+class FerretDBNode:
+    """One FerretDB process whose SQLite files and log live under state_dir."""
+
+    state_dir: Path
+    port: int
+    host: str = "127.0.0.1"
+
+    @property
+    def uri(self) -> str:
+        return f"mongodb://{self.host}:{self.port}/"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.state_dir / "ferretdb"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.state_dir / "ferretdb.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.state_dir / "logs" / "ferretdb.log"
+
+    def running_pid(self) -> int | None:
+        # The data dir is unique per state dir, so it identifies our server in `ps`.
+        return tracked_pid(self.pid_file, f"-data {self.data_dir}")
+
+    def start(self, binary: Path, log: Log = print) -> int:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        pid = start_detached(
+            [str(binary), "-listen", f"{self.host}:{self.port}", "-data", str(self.data_dir)],
+            log_file=self.log_file,
+            pid_file=self.pid_file,
+        )
+        log(f"started FerretDB {FERRETDB_VERSION} (pid {pid}) on {self.uri}")
+        return pid
