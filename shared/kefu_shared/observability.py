@@ -75,5 +75,6 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("aiokafka", "uvicorn.access"):
+    # Per-message INFO lines from FastStream would drown the service's own logs at load.
+    for noisy in ("aiokafka", "uvicorn.access", "faststream"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

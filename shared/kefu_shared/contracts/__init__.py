@@ -1,0 +1,1 @@
+"""Published, versioned event payloads of each kefu service (one module per service)."""
