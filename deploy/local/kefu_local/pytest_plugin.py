@@ -19,12 +19,12 @@ from pymongo import AsyncMongoClient
 
 from kefu_local.infra import Endpoints, resolve_endpoints
 
-TEST_PORTS = {"kafka_port": 29092, "controller_port": 29093, "mongo_port": 27037}
-
 
 @pytest.fixture(scope="session")
 def infra() -> Iterator[Endpoints]:
-    endpoints, stop = resolve_endpoints("test", **TEST_PORTS)
+    endpoints, stop = resolve_endpoints(
+        "test", kafka_port=29092, controller_port=29093, mongo_port=27037
+    )
     try:
         yield endpoints
     finally:
