@@ -61,6 +61,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_contracts_export(args: argparse.Namespace) -> int:
+    """Write the JSON Schema snapshots and the event catalogue page from the contracts."""
+    from kefu_shared.catalogue import export_schemas, render_catalogue
+
+    docs = REPO_ROOT / "docs"
+    written = export_schemas(docs / "events" / "schemas")
+    (docs / "events.md").write_text(render_catalogue())
+    print(f"wrote {len(written)} schemas to docs/events/schemas and docs/events.md")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kefu", description="kefu: a Kafka-native customer-service backend"
@@ -82,6 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--no-lint", action="store_true", help="skip the static checks")
     test.add_argument("pytest_args", nargs=argparse.REMAINDER, help="passed on to pytest")
     test.set_defaults(func=cmd_test)
+
+    contracts = sub.add_parser("contracts", help="published event contracts")
+    contracts_sub = contracts.add_subparsers(dest="contracts_command", required=True)
+    export = contracts_sub.add_parser(
+        "export", help="write JSON Schema snapshots and docs/events.md from the contracts"
+    )
+    export.set_defaults(func=cmd_contracts_export)
 
     add_infra_commands(sub)
     return parser
