@@ -1,0 +1,1 @@
+"""Adapters: templates on disk, channel providers, the delivery store, metrics."""

@@ -1,0 +1,129 @@
+"""The composition root: settings in, a runnable FastAPI app (broker, stores, loop, API) out."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from fastapi import FastAPI
+from kefu_shared import topics
+from kefu_shared.http import create_http_app
+from kefu_shared.runtime import build_runtime
+
+from kefu_notifier.adapters.http_provider import HttpProviderSender
+from kefu_notifier.adapters.log_sender import LogSender
+from kefu_notifier.adapters.metrics import NotifierMetrics
+from kefu_notifier.adapters.rendering import JinjaRenderer
+from kefu_notifier.adapters.smtp import SmtpEmailSender
+from kefu_notifier.adapters.store import CUSTOMERS, DELIVERIES, INDEXES, DeliveryLog
+from kefu_notifier.domain.catalogue import ChannelKind
+from kefu_notifier.domain.policies import Backoff, QuietHours, RateLimit
+from kefu_notifier.domain.ports import ChannelSender, Clock
+from kefu_notifier.entrypoints.api import make_router
+from kefu_notifier.entrypoints.consumers import register_consumers
+from kefu_notifier.entrypoints.scheduler import Dispatcher
+from kefu_notifier.handlers import NotifierDeps
+from kefu_notifier.settings import NotifierSettings
+
+SERVICE = "notifier"
+DESCRIPTION = (
+    "Sends every customer notification, templated per purpose and language, over the "
+    "customer's channel; retried, rate-limited, quiet at night, and never twice."
+)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def build_senders(
+    settings: NotifierSettings,
+    overrides: Mapping[ChannelKind, ChannelSender] | None = None,
+) -> dict[ChannelKind, ChannelSender]:
+    """One sender per configured channel; overrides (tests) win over the settings."""
+    senders: dict[ChannelKind, ChannelSender] = {}
+    timeout = settings.provider_timeout_seconds
+    if settings.smtp_host:
+        senders[ChannelKind.EMAIL] = SmtpEmailSender(
+            host=settings.smtp_host,
+            port=settings.smtp_port,
+            sender=settings.smtp_sender,
+            username=settings.smtp_username,
+            password=settings.smtp_password,
+            security=settings.smtp_security,
+            timeout=timeout,
+        )
+    http_channels = (
+        (ChannelKind.SMS, settings.sms_url, settings.sms_token),
+        (ChannelKind.WECHAT, settings.wechat_url, settings.wechat_token),
+        (ChannelKind.MARKETPLACE_IM, settings.marketplace_im_url, settings.marketplace_im_token),
+        (ChannelKind.APP_PUSH, settings.app_push_url, settings.app_push_token),
+        (ChannelKind.WEBHOOK, settings.webhook_url, ""),
+    )
+    for channel, url, token in http_channels:
+        if url:
+            senders[channel] = HttpProviderSender(
+                channel,
+                url=url,
+                token=token,
+                signing_secret=settings.webhook_secret,
+                timeout=timeout,
+            )
+    if settings.log_unconfigured_channels:
+        for channel in ChannelKind:
+            if channel is not ChannelKind.WEBHOOK:
+                senders.setdefault(channel, LogSender(channel))
+    senders.update(overrides or {})
+    return senders
+
+
+def create_app(
+    settings: NotifierSettings,
+    *,
+    channel_overrides: Mapping[ChannelKind, ChannelSender] | None = None,
+    clock: Clock | None = None,
+) -> FastAPI:
+    runtime = build_runtime(SERVICE, settings)
+    runtime.indexes.extend(INDEXES)
+    deliveries = runtime.document_store(DELIVERIES)
+    deps = NotifierDeps(
+        deliveries=deliveries,
+        customers=runtime.document_store(CUSTOMERS),
+        delivery_log=DeliveryLog(deliveries.collection),
+        renderer=JinjaRenderer(),
+        senders=build_senders(settings, channel_overrides),
+        quiet_hours=QuietHours(
+            start=settings.quiet_hours_start,
+            end=settings.quiet_hours_end,
+            timezone=ZoneInfo(settings.shop_timezone),
+            channels=frozenset(settings.quiet_hours_channels),
+        ),
+        rate_limit=RateLimit(
+            settings.rate_limit_per_customer,
+            timedelta(seconds=settings.rate_limit_window_seconds),
+        ),
+        backoff=Backoff(
+            initial=timedelta(seconds=settings.delivery_initial_backoff_seconds),
+            cap=timedelta(seconds=settings.delivery_max_backoff_seconds),
+            max_attempts=settings.delivery_max_attempts,
+        ),
+        send_lease=timedelta(seconds=settings.send_lease_seconds),
+        provider_timeout=settings.provider_timeout_seconds,
+        events_topic=runtime.topic(topics.NOTIFIER_EVENTS),
+        metrics=NotifierMetrics(runtime.registry),
+        clock=clock or utc_now,
+    )
+    dispatcher = Dispatcher(
+        deps,
+        poll_seconds=settings.dispatch_poll_seconds,
+        batch_size=settings.dispatch_batch_size,
+    )
+    deps.wake_dispatcher = dispatcher.wake
+
+    async def dispatch_deliveries() -> None:
+        await dispatcher.run()
+
+    runtime.background.append(dispatch_deliveries)
+    register_consumers(runtime, deps)
+    return create_http_app(runtime, [make_router(deps)], description=DESCRIPTION)

@@ -1,0 +1,40 @@
+"""Kafka: notification requests in, use case called, nothing else."""
+
+from __future__ import annotations
+
+from faststream.kafka.subscriber.usecase import DefaultSubscriber
+from kefu_shared import topics
+from kefu_shared.contracts.notifier import NotificationRequested
+from kefu_shared.dead_letter import PoisonMessage
+from kefu_shared.envelope import Envelope
+from kefu_shared.runtime import ServiceRuntime
+
+from kefu_notifier.handlers import NotifierDeps, accept_request
+
+
+def register_consumers(runtime: ServiceRuntime, deps: NotifierDeps) -> None:
+    async def on_notification_requested(envelope: Envelope[NotificationRequested]) -> None:
+        # A body that does not parse or fails the contract never gets here: the kernel
+        # dead-letters it with pydantic's reason. The envelope's own type is checked here.
+        expected = (NotificationRequested.event_type, NotificationRequested.event_version)
+        if (envelope.type, envelope.version) != expected:
+            raise PoisonMessage(
+                f"type: expected {expected[0]} v{expected[1]}, got {envelope.type} "
+                f"v{envelope.version}"
+            )
+        await accept_request(
+            envelope.data,
+            message_id=envelope.id,
+            correlation_id=envelope.correlation_id,
+            deps=deps,
+        )
+
+    # Not used as a decorator: with the kernel's option dict mypy cannot pick the overload,
+    # so the subscriber is typed explicitly instead of silencing the checker.
+    subscriber: DefaultSubscriber = runtime.broker.subscriber(
+        runtime.topic(topics.NOTIFICATION_REQUESTS),
+        title="notification-requests",
+        description="NotificationRequested v1 from any kefu service; keyed by customer id.",
+        **runtime.subscriber_options(),
+    )
+    subscriber(on_notification_requested)
