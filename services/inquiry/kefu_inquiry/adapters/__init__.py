@@ -1,0 +1,1 @@
+"""Storage, outgoing messages and metrics: the infrastructure side of the use cases."""

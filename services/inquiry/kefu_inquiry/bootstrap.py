@@ -1,0 +1,74 @@
+"""The composition root: settings -> runtime, stores, use-case dependencies, consumers, HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from fastapi import FastAPI
+from kefu_shared.envelope import utcnow
+from kefu_shared.http import create_http_app
+from kefu_shared.runtime import build_runtime
+from kefu_shared.settings import load_settings
+
+from kefu_inquiry import handlers
+from kefu_inquiry.adapters import mongo
+from kefu_inquiry.adapters.metrics import InquiryMetrics
+from kefu_inquiry.domain.rules_loader import default_classifier
+from kefu_inquiry.entrypoints import api, consumers
+from kefu_inquiry.settings import InquirySettings
+
+SERVICE = "inquiry"
+
+
+def create_app(
+    settings: InquirySettings | None = None,
+    *,
+    clock: Callable[[], datetime] = utcnow,
+) -> FastAPI:
+    settings = settings or load_settings(InquirySettings)
+    runtime = build_runtime(SERVICE, settings)
+    runtime.indexes.extend(mongo.INDEXES)
+    channels = settings.served_channels()
+    deps = handlers.Deps(
+        inquiries=runtime.document_store(mongo.INQUIRIES),
+        customers=runtime.document_store(mongo.CUSTOMERS),
+        queries=mongo.InquiryQueries(runtime.db[mongo.INQUIRIES]),
+        agents=mongo.AgentDirectory(runtime.db[mongo.AGENTS]),
+        knowledge=mongo.KnowledgeBase(runtime.db[mongo.ARTICLES], runtime.db[mongo.QUICK_REPLIES]),
+        classifier=default_classifier(settings.rules_file or None),
+        sla_policy=settings.sla_policy(),
+        metrics=InquiryMetrics(runtime.registry),
+        topic=runtime.topic,
+        channels=channels,
+        bot_min_score=settings.bot_min_score,
+        clock=clock,
+    )
+    consumers.register(
+        runtime.broker,
+        deps,
+        channels,
+        runtime.topic,
+        settings.consumer_group_for,
+        runtime.subscriber_options,
+    )
+
+    async def sla_timers() -> None:
+        await handlers.run_every(
+            settings.sla_scan_seconds, lambda: handlers.fire_due_slas(deps), "sla timers"
+        )
+
+    async def queue_dispatcher() -> None:
+        await handlers.run_every(
+            settings.dispatch_scan_seconds, lambda: handlers.dispatch_queue(deps), "dispatcher"
+        )
+
+    runtime.background.extend([sla_timers, queue_dispatcher])
+    app = create_http_app(
+        runtime,
+        [api.router(deps)],
+        description="Multi-channel intake, classification, bot answers, routing and SLAs.",
+    )
+    app.state.deps = deps
+    app.state.runtime = runtime
+    return app

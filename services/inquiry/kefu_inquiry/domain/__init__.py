@@ -1,0 +1,1 @@
+"""The inquiry domain: plain Python, no transport and no storage."""
