@@ -28,7 +28,6 @@ def create_app(
 ) -> FastAPI:
     settings = settings or load_settings(InquirySettings)
     runtime = build_runtime(SERVICE, settings)
-    runtime.indexes.extend(mongo.INDEXES)
     channels = settings.served_channels()
     deps = handlers.Deps(
         inquiries=runtime.document_store(mongo.INQUIRIES),
@@ -63,7 +62,14 @@ def create_app(
             settings.dispatch_scan_seconds, lambda: handlers.dispatch_queue(deps), "dispatcher"
         )
 
-    runtime.background.extend([sla_timers, queue_dispatcher])
+    async def query_indexes() -> None:
+        # Not through runtime.indexes: the kernel sends all indexes of a collection in one
+        # createIndexes, and FerretDB 1.24 panics (connection closed) when that command names
+        # several indexes that already exist, i.e. on every restart. One command per index
+        # works; the indexes only speed queries up, so building them after start is fine.
+        await handlers.run_until_done(lambda: mongo.create_indexes(runtime.db), "indexes")
+
+    runtime.background.extend([query_indexes, sla_timers, queue_dispatcher])
     app = create_http_app(
         runtime,
         [api.router(deps)],

@@ -464,3 +464,16 @@ async def run_every(seconds: float, job: Callable[[], Any], name: str) -> None:
         except Exception:
             log.exception("%s failed; retrying in %.1fs", name, seconds)
         await asyncio.sleep(seconds)
+
+
+async def run_until_done(job: Callable[[], Any], name: str, pause: float = 2.0) -> None:
+    """A start-up job retried until it succeeds (the store may still be coming up)."""
+    while True:
+        try:
+            await job()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s failed; retrying in %.1fs", name, pause)
+        await asyncio.sleep(pause)

@@ -12,9 +12,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from kefu_shared.mongo import Collection, IndexSpec
+from kefu_shared.mongo import Collection, Document, IndexSpec
 from kefu_shared.topics import Channel
 from pymongo import ASCENDING
+from pymongo.asynchronous.database import AsyncDatabase
 
 from kefu_inquiry.domain.inquiry import Inquiry, Status
 from kefu_inquiry.domain.knowledge import Article, QuickReply
@@ -33,7 +34,11 @@ INDEXES = [
     IndexSpec(INQUIRIES, [("customer_id", ASCENDING)], name="customer"),
 ]
 
-_SUMMARY = {"messages": 0, "outbox": 0, "applied": 0}
+
+async def create_indexes(db: AsyncDatabase[Document]) -> None:
+    """One createIndexes command per index (see bootstrap: FerretDB and batched indexes)."""
+    for spec in INDEXES:
+        await db[spec.collection].create_indexes([spec.model()])
 
 
 def _strip(doc: dict[str, Any]) -> dict[str, Any]:

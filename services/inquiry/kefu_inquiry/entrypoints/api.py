@@ -143,7 +143,7 @@ def _http_error(exc: DomainError) -> HTTPException:
 
 def _field_error(field: str, message: str) -> HTTPException:
     return HTTPException(
-        status.HTTP_422_UNPROCESSABLE_ENTITY,
+        422,
         detail=[{"loc": ["body", field], "msg": message, "type": "value_error"}],
     )
 
