@@ -50,11 +50,10 @@ class IndexSpec:
 
 
 async def ensure_indexes(db: AsyncDatabase[Document], specs: Sequence[IndexSpec]) -> None:
-    by_collection: dict[str, list[IndexModel]] = {}
+    # One index per command: FerretDB 1.24 drops the connection when one createIndexes names
+    # several indexes that already exist, which is every restart.
     for spec in specs:
-        by_collection.setdefault(spec.collection, []).append(spec.model())
-    for name, models in by_collection.items():
-        await db[name].create_indexes(models)
+        await db[spec.collection].create_indexes([spec.model()])
 
 
 def outbox_index(collection: str) -> IndexSpec:

@@ -106,3 +106,19 @@ async def test_concurrent_writers_never_lose_an_update_or_an_event(
     assert doc["count"] == 10
     assert len(doc["outbox"]) == 10
     assert doc["version"] == 10
+
+
+async def test_indexes_are_ensured_again_on_every_restart(
+    db: AsyncDatabase[dict[str, Any]],
+) -> None:
+    from kefu_shared.mongo import IndexSpec, ensure_indexes, outbox_index
+
+    specs = [
+        outbox_index("cases"),
+        IndexSpec("cases", [("customer_id", 1), ("opened_at", -1)], name="by_customer"),
+        IndexSpec("cases", [("ticket", 1)], unique=True, name="ticket_unique"),
+    ]
+    for _ in range(3):  # every start of the service runs this again
+        await ensure_indexes(db, specs)
+    names = {ix["name"] for ix in await (await db["cases"].list_indexes()).to_list()}
+    assert {"outbox_pending", "by_customer", "ticket_unique"} <= names
