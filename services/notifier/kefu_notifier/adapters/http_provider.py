@@ -21,7 +21,7 @@ from kefu_notifier.domain.signature import (
     sign,
 )
 
-RETRYABLE_STATUS = frozenset({408, 409, 425, 429})
+RETRYABLE_STATUS = frozenset({408, 425, 429})
 
 
 class HttpProviderSender:
