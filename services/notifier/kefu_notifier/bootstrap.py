@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -17,7 +16,7 @@ from kefu_notifier.adapters.log_sender import LogSender
 from kefu_notifier.adapters.metrics import NotifierMetrics
 from kefu_notifier.adapters.rendering import JinjaRenderer
 from kefu_notifier.adapters.smtp import SmtpEmailSender
-from kefu_notifier.adapters.store import CUSTOMERS, DELIVERIES, DeliveryLog, ensure_indexes
+from kefu_notifier.adapters.store import CUSTOMERS, DELIVERIES, INDEXES, DeliveryLog
 from kefu_notifier.domain.catalogue import ChannelKind
 from kefu_notifier.domain.policies import Backoff, QuietHours, RateLimit
 from kefu_notifier.domain.ports import ChannelSender, Clock
@@ -26,8 +25,6 @@ from kefu_notifier.entrypoints.consumers import register_consumers
 from kefu_notifier.entrypoints.scheduler import Dispatcher
 from kefu_notifier.handlers import NotifierDeps
 from kefu_notifier.settings import NotifierSettings
-
-log = logging.getLogger(__name__)
 
 SERVICE = "notifier"
 DESCRIPTION = (
@@ -88,6 +85,7 @@ def create_app(
     clock: Clock | None = None,
 ) -> FastAPI:
     runtime = build_runtime(SERVICE, settings)
+    runtime.indexes.extend(INDEXES)
     deliveries = runtime.document_store(DELIVERIES)
     deps = NotifierDeps(
         deliveries=deliveries,
@@ -124,11 +122,6 @@ def create_app(
     deps.wake_dispatcher = dispatcher.wake
 
     async def dispatch_deliveries() -> None:
-        try:
-            await ensure_indexes(runtime.db)
-        except Exception:
-            # Indexes only speed up the scans: run without them rather than not at all.
-            log.exception("could not create the notifier's indexes")
         await dispatcher.run()
 
     runtime.background.append(dispatch_deliveries)

@@ -11,7 +11,6 @@ from typing import Any
 
 from kefu_shared.mongo import Collection, Document, IndexSpec
 from pymongo import ASCENDING, DESCENDING
-from pymongo.asynchronous.database import AsyncDatabase
 
 from kefu_notifier.domain.catalogue import ChannelKind, Purpose
 from kefu_notifier.domain.delivery import DUE_STATUSES, Content, Delivery, DeliveryStatus
@@ -28,18 +27,6 @@ INDEXES = [
         DELIVERIES, [("customer_id", ASCENDING), ("created_at", DESCENDING)], name="by_customer"
     ),
 ]
-
-
-async def ensure_indexes(db: AsyncDatabase[Document]) -> None:
-    """Create the notifier's own indexes one ``createIndexes`` command each.
-
-    Not through ``runtime.indexes``: the kernel creates all of a collection's indexes in one
-    command, and FerretDB 1.24 drops the connection (a server-side panic, "slice bounds out of
-    range") when such a multi-index command names indexes that already exist, i.e. on every
-    restart. One index per command is idempotent there.
-    """
-    for spec in INDEXES:
-        await db[spec.collection].create_indexes([spec.model()])
 
 
 def delivery_to_state(d: Delivery) -> Document:
