@@ -8,6 +8,7 @@ prints where to look afterwards. Ctrl-C stops everything cleanly; running it twi
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from kefu_local.agents import AgentFloor
 from kefu_local.infra import resolve_endpoints
 from kefu_local.paths import REPO_ROOT
 from kefu_local.services import RunningService, ServiceProcesses, available_services
@@ -104,9 +106,17 @@ def run_demo(*, profile: str, size: int, seed: int, keep_running: bool) -> int:
         console.print(f"all services ready after {time.monotonic() - started:.1f}s")
         day = ShopDay(seed=seed, size=size)
         planned = day.customer_messages()
+        floor = _start_agents(processes.running, seed)
         asyncio.run(publish_messages(endpoints.kafka_bootstrap, planned))
         console.print(f"published {len(planned)} customer messages on 5 channels (seed {seed})")
         _watch(processes.running, expected=len(planned))
+        if floor is not None:
+            floor.finish(after=20.0)
+            stats = floor.floor.stats
+            console.print(
+                f"agents: {stats.replies} replies, {stats.resolved} resolved, "
+                f"{stats.escalations} escalations, {stats.errors} HTTP errors"
+            )
         console.print(business_summary(processes.running))
         _print_urls(processes.running)
         console.print(f"demo finished in {time.monotonic() - started:.0f}s")
@@ -122,6 +132,35 @@ def run_demo(*, profile: str, size: int, seed: int, keep_running: bool) -> int:
         processes.stop()
         if stop_infra is not None and not keep_running:
             stop_infra()
+
+
+@dataclass
+class RunningFloor:
+    floor: AgentFloor
+    thread: threading.Thread
+    stop: threading.Event
+
+    def finish(self, *, after: float) -> None:
+        console.print(f"agents keep working their queues for {after:.0f}s ...")
+        time.sleep(after)
+        self.stop.set()
+        self.thread.join(timeout=30)
+
+
+def _start_agents(running: list[RunningService], seed: int) -> RunningFloor | None:
+    inquiry = next((s for s in running if s.spec.service == "inquiry"), None)
+    if inquiry is None:
+        return None
+    floor = AgentFloor(inquiry.spec.url, seed=seed)
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=asyncio.run,
+        args=(floor.work(stop.is_set, shift_change_after=15.0),),
+        name="agents",
+        daemon=True,
+    )
+    thread.start()
+    return RunningFloor(floor, thread, stop)
 
 
 def _watch(running: list[RunningService], *, expected: int, timeout: float = 300.0) -> None:

@@ -40,6 +40,8 @@ class ServiceSpec:
         return f"http://127.0.0.1:{self.port}"
 
     def installed(self) -> bool:
+        if importlib.util.find_spec(self.module) is None:
+            return False
         return importlib.util.find_spec(f"{self.module}.__main__") is not None
 
 

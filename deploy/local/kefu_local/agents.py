@@ -1,0 +1,157 @@
+"""Simulated agents on shifts, working their queues through the inquiry service's HTTP API."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+CATEGORIES = ["product", "order", "payment", "logistics", "after_sales", "complaint"]
+
+KNOWLEDGE_BASE = [
+    {
+        "question": "还有货吗",
+        "answer": "您好，商品页面显示可购买即为有货，下单后48小时内发货。",
+        "keywords": ["有货", "库存", "现货"],
+        "language": "zh",
+        "category": "product",
+    },
+    {
+        "question": "Is it in stock?",
+        "answer": "Hello! If the product page lets you buy, it is in stock; we ship within 48h.",
+        "keywords": ["in stock", "stock", "available"],
+        "language": "en",
+        "category": "product",
+    },
+]
+QUICK_REPLIES = [
+    {"title": "checking", "text": "您好，我马上为您查询，请稍等。", "language": "zh"},
+    {"title": "checking", "text": "Hello, let me check that for you right away.", "language": "en"},
+]
+
+
+@dataclass(frozen=True)
+class AgentPlan:
+    agent_id: str
+    level: str
+    languages: tuple[str, ...]
+    shift: int  # 0: morning, 1: evening
+
+
+def roster(seed: int) -> list[AgentPlan]:
+    rng = random.Random(seed)
+    plans = []
+    for i in range(6):
+        languages = ("zh", "en") if i % 2 == 0 else (rng.choice(["zh", "en"]),)
+        plans.append(AgentPlan(f"agent-{i + 1}", "agent", languages, shift=i % 2))
+    plans.append(AgentPlan("senior-1", "senior", ("zh", "en"), shift=0))
+    plans.append(AgentPlan("senior-2", "senior", ("zh", "en"), shift=1))
+    return plans
+
+
+@dataclass
+class AgentStats:
+    replies: int = 0
+    resolved: int = 0
+    transfers: int = 0
+    escalations: int = 0
+    errors: int = 0
+
+
+class AgentFloor:
+    """Registers agents, seeds the knowledge base, then works the queues until told to stop."""
+
+    def __init__(self, inquiry_url: str, *, seed: int) -> None:
+        self._url = inquiry_url
+        self._rng = random.Random(seed)
+        self._plans = roster(seed)
+        self.stats = AgentStats()
+        self._quick: dict[str, str] = {}
+
+    async def prepare(self, client: httpx.AsyncClient) -> None:
+        for article in KNOWLEDGE_BASE:
+            await client.post(f"{self._url}/knowledge-base/articles", json=article)
+        for reply in QUICK_REPLIES:
+            created = (await client.post(f"{self._url}/quick-replies", json=reply)).json()
+            self._quick[reply["language"]] = created["id"]
+        await self.start_shift(client, 0)
+
+    async def start_shift(self, client: httpx.AsyncClient, shift: int) -> None:
+        for plan in self._plans:
+            body = {
+                "name": plan.agent_id,
+                "categories": CATEGORIES,
+                "languages": list(plan.languages),
+                "level": plan.level,
+                "on_duty": plan.shift == shift,
+                "capacity": 8,
+            }
+            await client.put(f"{self._url}/agents/{plan.agent_id}", json=body)
+
+    async def work(self, should_stop: Callable[[], bool], *, shift_change_after: float) -> None:
+        async with httpx.AsyncClient(timeout=10.0) as client:
+            await self.prepare(client)
+            loop = asyncio.get_running_loop()
+            change_at = loop.time() + shift_change_after
+            shift = 0
+            while not should_stop():
+                if shift == 0 and loop.time() >= change_at:
+                    shift = 1  # the evening shift takes over; queues move to who is on duty
+                    await self.start_shift(client, 1)
+                on_duty = [p for p in self._plans if p.shift == shift]
+                await asyncio.gather(*(self._work_queue(client, p) for p in on_duty))
+                await asyncio.sleep(0.5)
+
+    async def _work_queue(self, client: httpx.AsyncClient, plan: AgentPlan) -> None:
+        try:
+            queue = (await client.get(f"{self._url}/agents/{plan.agent_id}/queue")).json()
+        except httpx.HTTPError:
+            self.stats.errors += 1
+            return
+        for inquiry in queue[:3]:
+            await self._handle(client, plan, inquiry)
+
+    async def _handle(
+        self, client: httpx.AsyncClient, plan: AgentPlan, inquiry: dict[str, Any]
+    ) -> None:
+        rng = self._rng
+        base = f"{self._url}/inquiries/{inquiry['id']}"
+        try:
+            if inquiry["status"] != "assigned":
+                return
+            if not inquiry.get("first_response_at"):
+                quick = self._quick.get(inquiry["language"])
+                body: dict[str, Any] = {"agent_id": plan.agent_id}
+                if quick and rng.random() < 0.5:
+                    body["quick_reply_id"] = quick
+                else:
+                    body["text"] = _free_text(inquiry)
+                if (await client.post(f"{base}/replies", json=body)).status_code == 200:
+                    self.stats.replies += 1
+                return
+            roll = rng.random()
+            if inquiry["category"] == "complaint" and plan.level == "agent" and roll < 0.5:
+                body = {"agent_id": plan.agent_id, "to": "senior", "reason": "complaint"}
+                if (await client.post(f"{base}/escalate", json=body)).status_code == 200:
+                    self.stats.escalations += 1
+                return
+            if inquiry["category"] == "logistics" and roll < 0.15:
+                body = {"agent_id": plan.agent_id, "to": "logistics", "reason": "lost parcel?"}
+                if (await client.post(f"{base}/escalate", json=body)).status_code == 200:
+                    self.stats.escalations += 1
+                return
+            body = {"agent_id": plan.agent_id}
+            if (await client.post(f"{base}/resolve", json=body)).status_code == 200:
+                self.stats.resolved += 1
+        except httpx.HTTPError:
+            self.stats.errors += 1
+
+
+def _free_text(inquiry: dict[str, Any]) -> str:
+    if inquiry.get("language") == "en":
+        return "Thanks for waiting: I have looked into it and it is sorted. Anything else?"
+    return "亲，让您久等了，已经为您处理好了，还有其他问题吗？"
