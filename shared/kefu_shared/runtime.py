@@ -45,11 +45,28 @@ class ServiceRuntime:
     retry: RetryPolicy
     indexes: list[IndexSpec] = field(default_factory=list)
     background: list[BackgroundTask] = field(default_factory=list)
+    on_shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     started: bool = False
 
     def topic(self, name: str) -> str:
         return self.settings.topic(name)
+
+    def subscribe(
+        self,
+        topic: str,
+        handler: Callable[..., Awaitable[Any]],
+        *,
+        group: str = "",
+        **options: Any,
+    ) -> Any:
+        """Consume ``topic`` (a name from ``kefu_shared.topics``) with ``handler``.
+
+        The consumer group defaults to the service's; pass ``group`` for one of its own (e.g.
+        one group per channel). Returns FastStream's subscriber (for tests and AsyncAPI).
+        """
+        kwargs = subscriber_options(self.name, group or self.settings.consumer_group, **options)
+        return self.broker.subscriber(self.topic(topic), **kwargs)(handler)
 
     def subscriber_options(self, **overrides: Any) -> dict[str, Any]:
         """Consumer group and offsets for this service's subscribers."""
@@ -68,7 +85,8 @@ class ServiceRuntime:
         await _until_ready("Kafka", self.broker.start, timeout)
         self._tasks.append(asyncio.create_task(self.relay.run(), name=f"{self.name}-outbox"))
         for task in self.background:
-            self._tasks.append(asyncio.create_task(task(), name=f"{self.name}-{task.__name__}"))
+            name = f"{self.name}-{task.__name__}"
+            self._tasks.append(asyncio.create_task(_supervised(name, task), name=name))
         self.started = True
 
     async def stop(self) -> None:
@@ -78,6 +96,11 @@ class ServiceRuntime:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         await self.broker.stop()
+        for hook in self.on_shutdown:
+            try:
+                await hook()
+            except Exception:
+                log.exception("shutdown hook %s failed", getattr(hook, "__name__", hook))
         await self.mongo.close()
         self.tracer_provider.shutdown()
         self.started = False
@@ -138,6 +161,21 @@ def build_runtime(
         relay=relay,
         retry=retry,
     )
+
+
+async def _supervised(name: str, task: BackgroundTask) -> None:
+    """Keep a background loop alive: a crash is logged at once and the loop restarts."""
+    delay = 1.0
+    while True:
+        try:
+            await task()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("background task %s crashed; restarting in %.0fs", name, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
 
 
 async def _until_ready(what: str, attempt: Callable[[], Awaitable[object]], timeout: float) -> None:

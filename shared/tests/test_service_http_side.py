@@ -1,5 +1,6 @@
 """A service built on the kernel answers health, readiness, metrics and AsyncAPI over HTTP."""
 
+import asyncio
 from typing import Any, ClassVar
 
 from kefu_local.pytest_plugin import running
@@ -24,9 +25,24 @@ async def test_a_kernel_service_answers_health_readiness_metrics_and_asyncapi(
     runtime = build_runtime("hello", settings)
     greeted: list[str] = []
 
-    @runtime.broker.subscriber(runtime.topic("kefu.hello.in"), **runtime.subscriber_options())
     async def greet(event: Envelope[Greeted]) -> None:
         greeted.append(event.data.customer_id)
+
+    runtime.subscribe("kefu.hello.in", greet)
+    loop_runs: list[str] = []
+    closed: list[bool] = []
+
+    async def flaky_timer_loop() -> None:
+        loop_runs.append("run")
+        if len(loop_runs) == 1:
+            raise RuntimeError("first scan hit a bad document")
+        await asyncio.sleep(3600)
+
+    async def close_clients() -> None:
+        closed.append(True)
+
+    runtime.background.append(flaky_timer_loop)
+    runtime.on_shutdown.append(close_clients)
 
     app = create_http_app(runtime)
     async with running(app) as http:
@@ -42,6 +58,11 @@ async def test_a_kernel_service_answers_health_readiness_metrics_and_asyncapi(
             return greeted == ["c-1"]
 
         await eventually(handled)
+
+        async def restarted() -> bool:
+            return len(loop_runs) == 2
+
+        await eventually(restarted, timeout=5)  # a crashed background loop comes back
         metrics = (await http.get("/metrics")).text
         assert 'faststream_received_messages_total{app_name="kefu-hello"' in metrics
         assert "kefu_outbox_backlog_documents" in metrics
@@ -56,3 +77,4 @@ async def test_a_kernel_service_answers_health_readiness_metrics_and_asyncapi(
 
     # After shutdown the service reports itself not ready rather than crashing.
     assert (await runtime.readiness())["started"] is False
+    assert closed == [True]
