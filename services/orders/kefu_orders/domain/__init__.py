@@ -1,0 +1,1 @@
+"""Domain model: plain Python, no transport or storage."""
