@@ -9,8 +9,6 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from faststream.middlewares import AckPolicy
-from opentelemetry import context as otel_context
-from opentelemetry import propagate
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
@@ -23,6 +21,7 @@ from kefu_shared.dead_letter import (
 )
 from kefu_shared.outbox import OutboxMessage
 from kefu_shared.topics import dead_letter_topic
+from kefu_shared.tracing import continue_trace
 
 
 def make_broker(
@@ -82,8 +81,7 @@ def subscriber_options(service: str, group: str = "", **overrides: Any) -> dict[
 
 async def publish_outbox_message(broker: KafkaBroker, message: OutboxMessage) -> None:
     """Publish a relayed event inside the trace of the change that produced it."""
-    token = otel_context.attach(propagate.extract(message.trace)) if message.trace else None
-    try:
+    with continue_trace(message.trace):
         await broker.publish(
             message.body.encode(),
             topic=message.topic,
@@ -91,6 +89,3 @@ async def publish_outbox_message(broker: KafkaBroker, message: OutboxMessage) ->
             headers=message.headers,
             correlation_id=message.headers.get("correlation_id"),
         )
-    finally:
-        if token is not None:
-            otel_context.detach(token)

@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from opentelemetry import propagate
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from kefu_shared.envelope import Envelope, utcnow
 from kefu_shared.mongo import Document
+from kefu_shared.tracing import current_trace_carrier
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +41,7 @@ class OutboxMessage:
 
     @classmethod
     def from_envelope(cls, envelope: Envelope[Any], topic: str) -> OutboxMessage:
-        carrier: dict[str, str] = {}
-        propagate.inject(carrier)
+        carrier = current_trace_carrier()
         return cls(
             id=envelope.id,
             topic=topic,

@@ -31,6 +31,7 @@ from kefu_shared.contracts.notifier import (
 from kefu_shared.documents import Change, Stored, VersionedDocumentStore
 from kefu_shared.envelope import Envelope, EventData
 from kefu_shared.outbox import OutboxMessage
+from kefu_shared.tracing import continue_trace, current_trace_carrier
 
 from kefu_notifier.adapters.metrics import NotifierMetrics
 from kefu_notifier.adapters.store import (
@@ -90,6 +91,10 @@ class NotifierDeps:
     wake_dispatcher: Callable[[], None] = field(default=lambda: None)
 
 
+TRACE_FIELD = "trace"
+"""Where a delivery keeps the W3C trace context of its request (see kefu_shared.tracing)."""
+
+
 # --- intake -------------------------------------------------------------------------------
 
 
@@ -111,7 +116,9 @@ async def accept_request(
     def decide(current: Stored | None) -> Change | None:
         if current is not None:
             return None
-        return Change(delivery_to_state(delivery), _outbox(None, delivery, deps))
+        # The dispatch loop sends later: keep the request's trace to continue it then.
+        state = {**delivery_to_state(delivery), TRACE_FIELD: current_trace_carrier()}
+        return Change(state, _outbox(None, delivery, deps))
 
     outcome = await deps.deliveries.mutate(request.idempotency_key, decide, message_id=message_id)
     if not outcome.changed:
@@ -214,6 +221,11 @@ async def attempt_delivery(key: str, deps: NotifierDeps) -> Delivery | None:
     stored = await deps.deliveries.load(key)
     if stored is None:
         return None
+    with continue_trace(stored.state.get(TRACE_FIELD)):
+        return await _attempt(key, stored, now, deps)
+
+
+async def _attempt(key: str, stored: Stored, now: datetime, deps: NotifierDeps) -> Delivery | None:
     delivery = delivery_from_state(key, stored.state)
     if not delivery.is_due(now):
         return None
@@ -361,7 +373,8 @@ async def _transition(
             after = step(before)
         except DeliveryNotDue:
             return None
-        return Change(delivery_to_state(after), _outbox(before, after, deps))
+        state = {**delivery_to_state(after), TRACE_FIELD: current.state.get(TRACE_FIELD, {})}
+        return Change(state, _outbox(before, after, deps))
 
     outcome = await deps.deliveries.mutate(key, decide)
     if not outcome.changed or outcome.stored is None:
