@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any, Union
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -18,14 +19,47 @@ from opentelemetry import propagate
 from opentelemetry import trace as otel_trace
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from kefu_shared import topics
+from kefu_shared.catalogue import published_contracts
 from kefu_shared.correlation import current_correlation_id
-from kefu_shared.envelope import new_id
+from kefu_shared.envelope import Envelope, new_id
 from kefu_shared.runtime import ServiceRuntime
 
 CORRELATION_HEADER = "X-Correlation-Id"
 
 
+def declare_publications(runtime: ServiceRuntime) -> None:
+    """Show the service's published events in its AsyncAPI document.
+
+    Events go out through the outbox relay, not through FastStream publishers, so the
+    publishers declared here exist for the specification only.
+    """
+    events_topic = topics.EVENTS_TOPIC_OF_SERVICE.get(runtime.name)
+    if events_topic is None:
+        return
+    published = [
+        c.cls
+        for c in published_contracts()
+        if c.owner == runtime.name and c.cls.topic == events_topic
+    ]
+    if not published:
+        return
+    # A runtime-built union of the contract classes: one message schema listing every event.
+    payload: Any = Envelope[Union[tuple(published)]]  # type: ignore[misc]  # noqa: UP007
+    runtime.broker.publisher(
+        runtime.topic(events_topic),
+        title=f"{runtime.name}-events",
+        description=(
+            f"Events kefu-{runtime.name} publishes ({', '.join(c.event_type for c in published)}), "
+            "in the kefu envelope, keyed by subject, with CloudEvents ce_* headers. "
+            "See docs/events.md."
+        ),
+        schema=payload,
+    )
+
+
 def asyncapi_spec(runtime: ServiceRuntime, description: str = "") -> AsyncAPI:
+    declare_publications(runtime)
     return AsyncAPI(
         runtime.broker,
         title=f"kefu-{runtime.name}",

@@ -35,6 +35,16 @@ MARKETPLACE_REVIEWS = "kefu.marketplace.reviews"
 FEEDBACK_EVENTS = "kefu.feedback.events"
 
 
+EVENTS_TOPIC_OF_SERVICE = {
+    "inquiry": INQUIRY_EVENTS,
+    "notifier": NOTIFIER_EVENTS,
+    "orders": ORDERS_EVENTS,
+    "aftersales": AFTERSALES_EVENTS,
+    "feedback": FEEDBACK_EVENTS,
+}
+"""The one topic each service publishes its events on."""
+
+
 def dead_letter_topic(service: str) -> str:
     """Messages the service could not process, with the reason in headers."""
     return f"kefu.{service}.dlq"

@@ -62,13 +62,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_contracts_export(args: argparse.Namespace) -> int:
-    """Write the JSON Schema snapshots and the event catalogue page from the contracts."""
-    from kefu_shared.catalogue import export_schemas, render_catalogue
+    """Write the JSON Schemas, the event catalogue page and the AsyncAPI documents."""
+    from kefu_local.specs import export_all
 
-    docs = REPO_ROOT / "docs"
-    written = export_schemas(docs / "events" / "schemas")
-    (docs / "events.md").write_text(render_catalogue())
-    print(f"wrote {len(written)} schemas to docs/events/schemas and docs/events.md")
+    written = export_all(REPO_ROOT / "docs")
+    print(f"wrote {len(written)} files under docs/ (events.md, events/schemas, asyncapi)")
     return 0
 
 
@@ -97,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     contracts = sub.add_parser("contracts", help="published event contracts")
     contracts_sub = contracts.add_subparsers(dest="contracts_command", required=True)
     export = contracts_sub.add_parser(
-        "export", help="write JSON Schema snapshots and docs/events.md from the contracts"
+        "export", help="write JSON Schemas, docs/events.md and AsyncAPI documents under docs/"
     )
     export.set_defaults(func=cmd_contracts_export)
 
