@@ -193,3 +193,42 @@ class NotificationSuppressed(_DeliveryEvent):
 
     reason: NotificationSuppressionReason
     suppressed_at: datetime
+
+
+# --- webhook subscriptions ----------------------------------------------------------------
+# Systems that do not speak Kafka subscribe over HTTP (services/notifier/README.md, "Webhook
+# subscriptions"); the notifier POSTs them the kefu events they chose, signed. These events are
+# about the subscriptions themselves, on ``kefu.notifier.events``, subject = subscription id.
+
+
+class WebhookSubscriptionDisabledReason(StrEnum):
+    CONSECUTIVE_FAILURES = "consecutive_failures"
+    """Every delivery attempt failed for too long: at least the configured number of
+    consecutive failed attempts, spread over at least the configured time."""
+
+
+class WebhookSubscriptionDisabled(EventData):
+    """Emitted once each time the notifier switches a webhook subscription off by itself.
+
+    From then on no new event is recorded for it and nothing is POSTed to it; deliveries still
+    pending stay in its log. ``POST /webhooks/{id}/resume`` switches it on again (and sends those
+    pending deliveries). A subscription paused or deleted by its owner emits nothing.
+    """
+
+    event_type: ClassVar[str] = "webhook.subscription_disabled"
+    event_version: ClassVar[int] = 1
+    topic: ClassVar[str] = topics.NOTIFIER_EVENTS
+    subject_field: ClassVar[str] = "subscription_id"
+
+    subscription_id: str = Field(description="The subscription's id; also the envelope subject.")
+    target_host: str = Field(
+        description="Host of the target URL (path and query left out: they may hold tokens)."
+    )
+    reason: WebhookSubscriptionDisabledReason
+    detail: str = Field(description="The last delivery error, e.g. 'HTTP 503' or a timeout.")
+    consecutive_failures: int = Field(ge=1, description="Failed attempts in a row, no success.")
+    failing_since: datetime = Field(description="When the first of those failures happened.")
+    last_delivery_id: str = Field(
+        description="The delivery whose failure switched it off (X-Kefu-Delivery-Id)."
+    )
+    disabled_at: datetime
