@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Union
 
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 from faststream.specification import AsyncAPI
 from faststream.specification.asyncapi.site import get_asyncapi_html
@@ -20,6 +20,7 @@ from opentelemetry import trace as otel_trace
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from kefu_shared import topics
+from kefu_shared.auth import authenticate
 from kefu_shared.catalogue import published_contracts
 from kefu_shared.correlation import current_correlation_id
 from kefu_shared.envelope import Envelope, new_id
@@ -140,6 +141,8 @@ def create_http_app(
     async def asyncapi_json() -> JSONResponse:
         return JSONResponse(spec.to_specification().to_jsonable())
 
+    # Every service route needs a valid token; roles are checked per route with requires().
+    guard = [Depends(authenticate(runtime.settings.keyring()))]
     for router in routers:
-        app.include_router(router)
+        app.include_router(router, dependencies=guard)
     return app

@@ -11,8 +11,10 @@ from __future__ import annotations
 import sys
 from typing import TypeVar
 
-from pydantic import AliasChoices, Field, ValidationError
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from kefu_shared.auth import KeyRing
 
 
 class ServiceSettings(BaseSettings):
@@ -58,6 +60,21 @@ class ServiceSettings(BaseSettings):
         validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_ENDPOINT", "otel_exporter_otlp_endpoint"),
         description="OTLP/HTTP endpoint for traces; empty means tracing export is off.",
     )
+
+    auth_keys: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        validation_alias=AliasChoices("KEFU_AUTH_KEYS", "auth_keys"),
+        description='Token verification keys as JSON {"kid": "secret"}; empty refuses all calls.',
+    )
+    auth_signing_key: str = Field(
+        default="",
+        validation_alias=AliasChoices("KEFU_AUTH_SIGNING_KEY", "auth_signing_key"),
+        description="The kid of the key that signs new tokens (for tools and service calls).",
+    )
+
+    def keyring(self) -> KeyRing:
+        keys = {kid: secret.get_secret_value() for kid, secret in self.auth_keys.items()}
+        return KeyRing(keys, self.auth_signing_key or next(iter(keys), ""))
 
     def topic(self, name: str) -> str:
         """The full name of one of the topics in ``kefu_shared.topics``."""

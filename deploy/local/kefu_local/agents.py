@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from kefu_shared.auth import KeyRing, Role
 
 CATEGORIES = ["product", "order", "payment", "logistics", "after_sales", "complaint"]
 
@@ -65,14 +66,19 @@ class AgentStats:
 class AgentFloor:
     """Registers agents, seeds the knowledge base, then works the queues until told to stop."""
 
-    def __init__(self, inquiry_url: str, *, seed: int) -> None:
+    def __init__(self, inquiry_url: str, *, seed: int, keyring: KeyRing) -> None:
         self._url = inquiry_url
+        self._keyring = keyring
         self._rng = random.Random(seed)
         self._plans = roster(seed)
         self.stats = AgentStats()
         self._quick: dict[str, str] = {}
 
+    def _as(self, subject: str, role: Role) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._keyring.issue(subject, role)}"}
+
     async def prepare(self, client: httpx.AsyncClient) -> None:
+        client.headers.update(self._as("supervisor-demo", Role.SUPERVISOR))
         for article in KNOWLEDGE_BASE:
             await client.post(f"{self._url}/knowledge-base/articles", json=article)
         for reply in QUICK_REPLIES:
@@ -107,19 +113,32 @@ class AgentFloor:
                 await asyncio.sleep(0.5)
 
     async def _work_queue(self, client: httpx.AsyncClient, plan: AgentPlan) -> None:
+        role = Role.SENIOR_AGENT if plan.level == "senior" else Role.AGENT
+        headers = self._as(plan.agent_id, role)
         try:
-            queue = (await client.get(f"{self._url}/agents/{plan.agent_id}/queue")).json()
+            queue = (
+                await client.get(f"{self._url}/agents/{plan.agent_id}/queue", headers=headers)
+            ).json()
         except httpx.HTTPError:
             self.stats.errors += 1
             return
         for inquiry in queue[:3]:
-            await self._handle(client, plan, inquiry)
+            await self._handle(client, plan, inquiry, headers)
 
     async def _handle(
-        self, client: httpx.AsyncClient, plan: AgentPlan, inquiry: dict[str, Any]
+        self,
+        client: httpx.AsyncClient,
+        plan: AgentPlan,
+        inquiry: dict[str, Any],
+        headers: dict[str, str],
     ) -> None:
         rng = self._rng
         base = f"{self._url}/inquiries/{inquiry['id']}"
+
+        async def act(action: str, body: dict[str, Any]) -> bool:
+            response = await client.post(f"{base}/{action}", json=body, headers=headers)
+            return response.status_code == 200
+
         try:
             if inquiry["status"] != "assigned":
                 return
@@ -130,22 +149,30 @@ class AgentFloor:
                     body["quick_reply_id"] = quick
                 else:
                     body["text"] = _free_text(inquiry)
-                if (await client.post(f"{base}/replies", json=body)).status_code == 200:
+                if (
+                    await client.post(f"{base}/replies", json=body, headers=headers)
+                ).status_code == 200:
                     self.stats.replies += 1
                 return
             roll = rng.random()
             if inquiry["category"] == "complaint" and plan.level == "agent" and roll < 0.5:
                 body = {"agent_id": plan.agent_id, "to": "senior", "reason": "complaint"}
-                if (await client.post(f"{base}/escalate", json=body)).status_code == 200:
+                if (
+                    await client.post(f"{base}/escalate", json=body, headers=headers)
+                ).status_code == 200:
                     self.stats.escalations += 1
                 return
             if inquiry["category"] == "logistics" and roll < 0.15:
                 body = {"agent_id": plan.agent_id, "to": "logistics", "reason": "lost parcel?"}
-                if (await client.post(f"{base}/escalate", json=body)).status_code == 200:
+                if (
+                    await client.post(f"{base}/escalate", json=body, headers=headers)
+                ).status_code == 200:
                     self.stats.escalations += 1
                 return
             body = {"agent_id": plan.agent_id}
-            if (await client.post(f"{base}/resolve", json=body)).status_code == 200:
+            if (
+                await client.post(f"{base}/resolve", json=body, headers=headers)
+            ).status_code == 200:
                 self.stats.resolved += 1
         except httpx.HTTPError:
             self.stats.errors += 1

@@ -8,12 +8,16 @@ prints where to look afterwards. Ctrl-C stops everything cleanly; running it twi
 from __future__ import annotations
 
 import asyncio
+import json
+import secrets
 import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
+from kefu_shared.auth import KeyRing
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console, Group
 from rich.live import Live
@@ -97,7 +101,12 @@ def run_demo(*, profile: str, size: int, seed: int, keep_running: bool) -> int:
     console.rule("[bold]kefu: a shop's day on real Kafka and FerretDB")
     endpoints, stop_infra = resolve_endpoints(profile, log=lambda m: console.print(f"  {m}"))
     logs_dir = REPO_ROOT / ".kefu" / profile / "logs"
-    processes = ServiceProcesses(endpoints, logs_dir, {"KEFU_DEMO": "1"})
+    keyring = local_keyring(REPO_ROOT / ".kefu" / profile)
+    auth_env = {
+        "KEFU_AUTH_KEYS": json.dumps(dict(keyring.keys)),
+        "KEFU_AUTH_SIGNING_KEY": keyring.signing_kid,
+    }
+    processes = ServiceProcesses(endpoints, logs_dir, {"KEFU_DEMO": "1", **auth_env})
     specs = available_services()
     try:
         console.print(f"starting {len(specs)} service processes (logs in {logs_dir}) ...")
@@ -106,7 +115,7 @@ def run_demo(*, profile: str, size: int, seed: int, keep_running: bool) -> int:
         console.print(f"all services ready after {time.monotonic() - started:.1f}s")
         day = ShopDay(seed=seed, size=size)
         planned = day.customer_messages()
-        floor = _start_agents(processes.running, seed)
+        floor = _start_agents(processes.running, seed, keyring)
         asyncio.run(publish_messages(endpoints.kafka_bootstrap, planned))
         console.print(f"published {len(planned)} customer messages on 5 channels (seed {seed})")
         _watch(processes.running, expected=len(planned))
@@ -147,11 +156,24 @@ class RunningFloor:
         self.thread.join(timeout=30)
 
 
-def _start_agents(running: list[RunningService], seed: int) -> RunningFloor | None:
+def local_keyring(state_dir: Path) -> KeyRing:
+    """The token keys of a local run: made once per profile, kept beside its data."""
+    path = state_dir / "auth.json"
+    if not path.exists():
+        state_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"local-1": secrets.token_urlsafe(32)}))
+        path.chmod(0o600)
+    keys: dict[str, str] = json.loads(path.read_text())
+    return KeyRing(keys, next(iter(keys)))
+
+
+def _start_agents(
+    running: list[RunningService], seed: int, keyring: KeyRing
+) -> RunningFloor | None:
     inquiry = next((s for s in running if s.spec.service == "inquiry"), None)
     if inquiry is None:
         return None
-    floor = AgentFloor(inquiry.spec.url, seed=seed)
+    floor = AgentFloor(inquiry.spec.url, seed=seed, keyring=keyring)
     stop = threading.Event()
     thread = threading.Thread(
         target=asyncio.run,

@@ -15,9 +15,13 @@ from typing import Any
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from kefu_shared.auth import KeyRing, Role
 from pymongo import AsyncMongoClient
 
 from kefu_local.infra import Endpoints, resolve_endpoints
+
+# The services under test verify tokens with this key (see service_overrides).
+TEST_KEYRING = KeyRing({"test-1": "kefu-test-signing-secret-not-for-production"}, "test-1")
 
 
 @pytest.fixture(scope="session")
@@ -75,16 +79,31 @@ def service_overrides(kafka_bootstrap: str, mongodb_uri: str, unique: str) -> di
         "outbox_poll_seconds": 0.2,
         "retry_initial_backoff_seconds": 0.05,
         "retry_max_backoff_seconds": 0.2,
+        "auth_keys": TEST_KEYRING.keys,
+        "auth_signing_key": TEST_KEYRING.signing_kid,
     }
 
 
+def auth_header(role: Role = Role.ADMIN, subject: str = "test-admin") -> dict[str, str]:
+    """An Authorization header the services under test accept (they get TEST_KEYRING)."""
+    return {"Authorization": f"Bearer {TEST_KEYRING.issue(subject, role)}"}
+
+
 @asynccontextmanager
-async def running(app: Any) -> AsyncIterator[httpx.AsyncClient]:
-    """Run a service's ASGI app (lifespan: broker, relay, loops) and talk HTTP to it."""
+async def running(
+    app: Any, *, role: Role | None = Role.ADMIN, subject: str = "test-admin"
+) -> AsyncIterator[httpx.AsyncClient]:
+    """Run a service's ASGI app (lifespan: broker, relay, loops) and talk HTTP to it.
+
+    The client calls as ``role`` (admin by default; None sends no token).
+    """
+    headers = auth_header(role, subject) if role is not None else {}
     async with (
         LifespanManager(app, startup_timeout=120, shutdown_timeout=30) as manager,
         httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=manager.app), base_url="http://service"
+            transport=httpx.ASGITransport(app=manager.app),
+            base_url="http://service",
+            headers=headers,
         ) as client,
     ):
         yield client

@@ -239,6 +239,17 @@ class AftersalesStateChanged(AftersalesEvent):
     inspection_result: str | None = None
 
 
+class AftersalesReturnParcelSent(AftersalesEvent):
+    """The customer sent the item back: ``carrier`` and ``tracking_number`` of the return parcel,
+    so the warehouse can expect it (the case stays ``awaiting_return_parcel`` until received)."""
+
+    event_type: ClassVar[str] = "aftersales.return_parcel_sent"
+
+    carrier: str
+    tracking_number: str
+    actor_id: str | None = None
+
+
 class AftersalesRefundIssued(AftersalesEvent):
     """Money went back to the customer for the case (once per case): ``amount`` ``currency``;
     ``refund_reference`` is the payment system's reference when given."""
@@ -333,6 +344,7 @@ AFTERSALES_EVENT_TYPES: tuple[type[AftersalesEvent], ...] = (
     AftersalesCaseOpened,
     AftersalesDecisionMade,
     AftersalesStateChanged,
+    AftersalesReturnParcelSent,
     AftersalesRefundIssued,
     AftersalesExchangeShipped,
     AftersalesCaseClosed,
