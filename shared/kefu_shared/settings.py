@@ -15,6 +15,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kefu_shared.auth import KeyRing
+from kefu_shared.crypto import FieldCipher
 
 
 class ServiceSettings(BaseSettings):
@@ -71,6 +72,27 @@ class ServiceSettings(BaseSettings):
         validation_alias=AliasChoices("KEFU_AUTH_SIGNING_KEY", "auth_signing_key"),
         description="The kid of the key that signs new tokens (for tools and service calls).",
     )
+
+    data_keys: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        validation_alias=AliasChoices("KEFU_DATA_KEYS", "data_keys"),
+        description='Field-encryption keys as JSON {"kid": "base64 AES-256 key"}; '
+        "empty stores personal data unencrypted (local demo only).",
+    )
+    data_key_active: str = Field(
+        default="",
+        validation_alias=AliasChoices("KEFU_DATA_KEY_ACTIVE", "data_key_active"),
+        description="The kid that encrypts new values; older kids still decrypt.",
+    )
+    retention_days: float = Field(
+        default=30.0,
+        gt=0,
+        description="Chat transcripts and message bodies older than this are purged.",
+    )
+
+    def field_cipher(self) -> FieldCipher:
+        keys = {kid: secret.get_secret_value() for kid, secret in self.data_keys.items()}
+        return FieldCipher(keys, self.data_key_active or next(iter(keys), ""))
 
     def keyring(self) -> KeyRing:
         keys = {kid: secret.get_secret_value() for kid, secret in self.auth_keys.items()}

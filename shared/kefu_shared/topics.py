@@ -33,6 +33,8 @@ ORDERS_EVENTS = "kefu.orders.events"
 AFTERSALES_EVENTS = "kefu.aftersales.events"
 MARKETPLACE_REVIEWS = "kefu.marketplace.reviews"
 FEEDBACK_EVENTS = "kefu.feedback.events"
+PRIVACY_REQUESTS = "kefu.privacy.requests"
+PRIVACY_EVENTS = "kefu.privacy.events"
 
 
 EVENTS_TOPIC_OF_SERVICE = {

@@ -21,6 +21,7 @@ from kefu_shared.contracts.inquiry import (
 from kefu_shared.documents import Change, Stored, VersionedDocumentStore
 from kefu_shared.envelope import Envelope, new_id, utcnow
 from kefu_shared.outbox import OutboxMessage
+from kefu_shared.pii import redact_card_numbers
 from kefu_shared.topics import Channel
 
 from kefu_inquiry.adapters.metrics import InquiryMetrics
@@ -30,7 +31,6 @@ from kefu_inquiry.domain import inquiry as domain
 from kefu_inquiry.domain.classification import Classifier
 from kefu_inquiry.domain.inquiry import Decision, DomainError, IncomingMessage, Inquiry, Status
 from kefu_inquiry.domain.knowledge import NEVER_BOT_ANSWERED, best_match, render_quick_reply
-from kefu_inquiry.domain.redaction import redact_card_numbers
 from kefu_inquiry.domain.routing import Agent, choose_agent
 from kefu_inquiry.domain.sla import SlaPolicy
 

@@ -7,10 +7,10 @@ from kefu_inquiry.domain import inquiry as domain
 from kefu_inquiry.domain.classification import Classification
 from kefu_inquiry.domain.inquiry import DomainError, IncomingMessage, Status
 from kefu_inquiry.domain.knowledge import Article, best_match
-from kefu_inquiry.domain.redaction import MASK, mask_email, mask_phone, redact_card_numbers
 from kefu_inquiry.domain.routing import Agent, Level, RoutingNeed, choose_agent
 from kefu_inquiry.domain.sla import ClockState, SlaClock, SlaPolicy, SlaTargets, tick
 from kefu_shared.contracts.inquiry import Category, Contact, SlaKind
+from kefu_shared.pii import MASK, mask_email, mask_phone, redact_card_numbers
 from kefu_shared.topics import Channel
 
 T0 = datetime(2026, 11, 11, 10, 0, tzinfo=UTC)

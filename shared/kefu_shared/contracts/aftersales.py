@@ -16,13 +16,12 @@ The feedback service sends it when it sees ``aftersales.case_closed``, which car
 needs (customer id, contact, channel, language, case kind, opened/closed times). Customer
 progress notices go through the notifier (``aftersales_<state>`` templates).
 
-Money is a decimal string in JSON (e.g. ``"199.00"``) with an ISO 4217 ``currency``.
+Money is integer **cents** of ``currency`` (ISO 4217), as in the orders contracts.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
 from enum import StrEnum
 from typing import ClassVar
 
@@ -118,7 +117,7 @@ class CaseLine(BaseModel):
     sku: str
     quantity: int = Field(ge=1)
     category: str | None = Field(default=None, description="The product category, from the order.")
-    unit_price: Decimal | None = Field(default=None, description="From the order.")
+    unit_price_cents: int | None = Field(default=None, description="Price charged, from the order.")
 
 
 class CaseContact(BaseModel):
@@ -128,6 +127,8 @@ class CaseContact(BaseModel):
 
     email: str | None = None
     phone: str | None = None
+    wechat_openid: str | None = None
+    marketplace_im_id: str | None = None
 
 
 class MarketplaceReview(EventData):
@@ -204,7 +205,8 @@ class AftersalesDecisionMade(AftersalesEvent):
     """The request was reviewed: ``verdict`` approved / rejected / needs_supervisor, by the
     policy (``decided_by`` policy, ``rule`` = the id of the rule that decided) or by a supervisor
     (``decided_by`` supervisor, ``rule`` = ``supervisor_override`` or ``supervisor_approval``,
-    ``supervisor_id`` and ``reason`` set; audited). ``refund_amount`` is what may be refunded;
+    ``supervisor_id`` and ``reason`` set; audited). ``refund_amount_cents`` is the most that may be
+    refunded (None for exchanges and repairs);
     ``return_shipping_paid_by`` who pays sending the item back."""
 
     event_type: ClassVar[str] = "aftersales.decision_made"
@@ -216,7 +218,7 @@ class AftersalesDecisionMade(AftersalesEvent):
     supervisor_id: str | None = None
     reason: str = Field(default="", description="Why, in words (told the customer if rejected).")
     return_shipping_paid_by: ShippingPayer = ShippingPayer.NONE
-    refund_amount: Decimal | None = None
+    refund_amount_cents: int | None = None
     currency: str | None = None
     policy_version: str = ""
 
@@ -251,12 +253,12 @@ class AftersalesReturnParcelSent(AftersalesEvent):
 
 
 class AftersalesRefundIssued(AftersalesEvent):
-    """Money went back to the customer for the case (once per case): ``amount`` ``currency``;
+    """Money went back to the customer for the case (once per case): ``amount_cents``;
     ``refund_reference`` is the payment system's reference when given."""
 
     event_type: ClassVar[str] = "aftersales.refund_issued"
 
-    amount: Decimal
+    amount_cents: int = Field(gt=0)
     currency: str
     refund_reference: str | None = None
     actor_id: str | None = None
@@ -293,7 +295,7 @@ class AftersalesCaseClosed(AftersalesEvent):
     opened_at: datetime
     closed_at: datetime
     resolution_seconds: float
-    refunded_amount: Decimal | None = None
+    refunded_amount_cents: int | None = None
     currency: str | None = None
 
 

@@ -9,13 +9,13 @@ from fastapi import APIRouter, Body, HTTPException, Path, status
 from kefu_shared.contracts.inquiry import Category, Contact, CustomerMessage, Department
 from kefu_shared.correlation import current_correlation_id
 from kefu_shared.envelope import new_id
+from kefu_shared.pii import mask_email, mask_phone
 from kefu_shared.topics import Channel
 from pydantic import BaseModel, Field
 
 from kefu_inquiry import handlers
 from kefu_inquiry.domain.inquiry import DomainError, Inquiry, Message
 from kefu_inquiry.domain.knowledge import Article, ArticleDraft, QuickReply, QuickReplyDraft
-from kefu_inquiry.domain.redaction import mask_email, mask_phone
 from kefu_inquiry.domain.routing import Agent, Level
 from kefu_inquiry.handlers import Context, Deps
 

@@ -1,4 +1,9 @@
-"""Payment card numbers never get stored or published (DOMAIN.md 6): they are masked on intake."""
+"""Personal data rules every service applies (DOMAIN.md 6).
+
+Payment card numbers never get stored or published: every free-text field is passed through
+``redact_card_numbers`` before anything is written. Phones, e-mails and addresses are shown
+masked to roles that may not see them, and always in logs.
+"""
 
 from __future__ import annotations
 
@@ -53,3 +58,14 @@ def mask_email(email: str | None) -> str | None:
         return email
     local, domain = email.split("@", 1)
     return (local[:1] + "***@" + domain) if local else "***@" + domain
+
+
+def mask_address(address: str | None) -> str | None:
+    """Keep the region (first word or characters), hide the street and the number."""
+    if not address:
+        return address
+    text = address.strip()
+    if " " in text:
+        head = text.split(" ", 1)[0]
+        return f"{head} ****"
+    return text[:3] + "****" if len(text) > 3 else "****"

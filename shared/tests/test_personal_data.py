@@ -1,0 +1,93 @@
+"""Personal data in the kernel: field encryption with rotation, audit log, retention purge."""
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from kefu_shared.audit import AuditLog
+from kefu_shared.crypto import DecryptionError, FieldCipher, is_encrypted, new_key
+from kefu_shared.pii import mask_address, redact_card_numbers
+from kefu_shared.retention import PURGED, RetentionJob, RetentionRule
+from pymongo.asynchronous.database import AsyncDatabase
+
+
+def test_encrypted_fields_round_trip_and_name_their_key() -> None:
+    cipher = FieldCipher({"k1": new_key()}, "k1")
+    sealed = cipher.encrypt("13812345678", field="phone")
+    assert sealed is not None
+    assert is_encrypted(sealed)
+    assert sealed.startswith("enc:v1:k1:")
+    assert "13812345678" not in sealed
+    assert cipher.decrypt(sealed, field="phone") == "13812345678"
+    assert cipher.encrypt(None, field="phone") is None
+
+
+def test_after_rotation_old_values_still_decrypt_and_new_ones_use_the_new_key() -> None:
+    k1 = new_key()
+    old = FieldCipher({"k1": k1}, "k1")
+    sealed_before = old.encrypt("wang@example.com", field="email")
+    rotated = FieldCipher({"k1": k1, "k2": new_key()}, "k2")
+    assert rotated.decrypt(sealed_before, field="email") == "wang@example.com"
+    assert (rotated.encrypt("x", field="email") or "").startswith("enc:v1:k2:")
+    retired = FieldCipher({"k2": rotated.keys["k2"]}, "k2")
+    with pytest.raises(DecryptionError, match="k1"):
+        retired.decrypt(sealed_before, field="email")
+
+
+def test_a_ciphertext_moved_to_another_field_does_not_decrypt() -> None:
+    cipher = FieldCipher({"k1": new_key()}, "k1")
+    sealed = cipher.encrypt("Chengdu, Jinjiang district", field="address")
+    with pytest.raises(DecryptionError):
+        cipher.decrypt(sealed, field="email")
+
+
+def test_card_numbers_are_redacted_and_addresses_masked() -> None:
+    text = "pay with 4111 1111 1111 1111 or 5500-0000-0000-0004, order SO1234567890123"
+    redacted = redact_card_numbers(text)
+    assert "4111" not in redacted
+    assert "5500" not in redacted
+    assert "SO1234567890123" in redacted  # not Luhn-valid: an order number stays
+    assert mask_address("Chengdu Jinjiang 12 Chunxi Road") == "Chengdu ****"
+
+
+async def test_the_audit_log_appends_and_a_retried_entry_lands_once(
+    db: AsyncDatabase[dict[str, Any]],
+) -> None:
+    log = AuditLog(db["audit_log"])
+    for _ in range(2):
+        await log.record(
+            actor="supervisor-1",
+            role="supervisor",
+            action="order.address_changed",
+            subject="SO1",
+            source="10.0.0.7",
+            before={"city": "Shanghai"},
+            after={"city": "Hangzhou"},
+            entry_id="change-1",
+        )
+    await log.record(actor="agent-2", role="agent", action="pii.unmasked", subject="cust-9")
+    [entry] = await log.entries(subject="SO1")
+    assert (entry.actor, entry.before, entry.after) == (
+        "supervisor-1",
+        {"city": "Shanghai"},
+        {"city": "Hangzhou"},
+    )
+    assert [e.action for e in await log.entries()] == ["pii.unmasked", "order.address_changed"]
+
+
+async def test_retention_purges_old_message_bodies_and_keeps_the_records(
+    db: AsyncDatabase[dict[str, Any]],
+) -> None:
+    now = datetime(2026, 11, 23, tzinfo=UTC)
+    await db["messages"].insert_many(
+        [
+            {"_id": f"m{age}", "sent_at": now - timedelta(days=age), "body": f"text {age}"}
+            for age in (1, 29, 31, 90)
+        ]
+    )
+    rule = RetentionRule(db["messages"], "sent_at", fields=("body",))
+    job = RetentionJob([rule], period=timedelta(days=30), clock=lambda: now)
+    assert await job.purge_once() == 2
+    assert await job.purge_once() == 0  # already purged: nothing to do
+    bodies = {d["_id"]: d["body"] async for d in db["messages"].find({})}
+    assert bodies == {"m1": "text 1", "m29": "text 29", "m31": PURGED, "m90": PURGED}
