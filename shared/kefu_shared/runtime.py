@@ -22,6 +22,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from kefu_shared.broker import make_broker, publish_outbox_message, subscriber_options
 from kefu_shared.dead_letter import RetryPolicy
 from kefu_shared.documents import VersionedDocumentStore
+from kefu_shared.lag import ConsumerLagMonitor
 from kefu_shared.mongo import Document, IndexSpec, ensure_indexes, make_client, outbox_index, ping
 from kefu_shared.observability import instrument_pymongo, make_tracer_provider
 from kefu_shared.outbox import OutboxMetrics, OutboxRelay
@@ -68,6 +69,9 @@ class ServiceRuntime:
         kwargs = subscriber_options(self.name, group or self.settings.consumer_group, **options)
         return self.broker.subscriber(self.topic(topic), **kwargs)(handler)
 
+    def consumer_groups(self) -> set[str]:
+        return {g for s in self.broker.subscribers if (g := getattr(s, "group_id", None))}
+
     def subscriber_options(self, **overrides: Any) -> dict[str, Any]:
         """Consumer group and offsets for this service's subscribers."""
         return subscriber_options(self.name, self.settings.consumer_group, **overrides)
@@ -84,6 +88,14 @@ class ServiceRuntime:
         await _until_ready("MongoDB", lambda: ensure_indexes(self.db, self.indexes), timeout)
         await _until_ready("Kafka", self.broker.start, timeout)
         self._tasks.append(asyncio.create_task(self.relay.run(), name=f"{self.name}-outbox"))
+        lag = ConsumerLagMonitor(
+            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            groups=self.consumer_groups,
+            registry=self.registry,
+            service=self.name,
+            interval_seconds=self.settings.lag_interval_seconds,
+        )
+        self._tasks.append(asyncio.create_task(_supervised(f"{self.name}-lag", lag.run)))
         for task in self.background:
             name = f"{self.name}-{task.__name__}"
             self._tasks.append(asyncio.create_task(_supervised(name, task), name=name))

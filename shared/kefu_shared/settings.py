@@ -47,6 +47,9 @@ class ServiceSettings(BaseSettings):
     retry_initial_backoff_seconds: float = Field(default=0.2, gt=0, le=60)
     retry_max_backoff_seconds: float = Field(default=5.0, gt=0, le=600)
     outbox_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    lag_interval_seconds: float = Field(
+        default=15.0, gt=0, le=600, description="How often consumer lag is measured."
+    )
     topic_prefix: str = Field(
         default="",
         pattern=r"^[a-zA-Z0-9._-]*$",
