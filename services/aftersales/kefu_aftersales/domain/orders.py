@@ -25,8 +25,8 @@ class OrderSnapshot:
     lines: tuple[OrderLine, ...]
     currency: str = "CNY"
     delivered_at: datetime | None = None
-    email: str | None = None
-    phone: str | None = None
+    contact: Mapping[str, str] = field(default_factory=dict)
+    """email, phone, wechat_openid, marketplace_im_id (those known)."""
     language: str | None = None
     channel: str | None = None
 

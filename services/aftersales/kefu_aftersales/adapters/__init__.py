@@ -1,0 +1,1 @@
+"""Storage, notifications and metrics: the service's edges to MongoDB, the notifier, Prometheus."""

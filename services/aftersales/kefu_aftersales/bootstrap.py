@@ -1,0 +1,67 @@
+"""The composition root: settings -> runtime, stores, use-case dependencies, consumers, HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from fastapi import FastAPI
+from kefu_shared.audit import AUDIT_COLLECTION, AUDIT_INDEXES, AuditLog
+from kefu_shared.envelope import utcnow
+from kefu_shared.http import create_http_app
+from kefu_shared.runtime import build_runtime
+from kefu_shared.settings import load_settings
+
+from kefu_aftersales import handlers
+from kefu_aftersales.adapters import mongo
+from kefu_aftersales.adapters.metrics import AftersalesMetrics
+from kefu_aftersales.domain.flows import load_flows
+from kefu_aftersales.domain.inference import load_inferrer
+from kefu_aftersales.domain.policy import load_policy
+from kefu_aftersales.entrypoints import api, consumers
+from kefu_aftersales.settings import AftersalesSettings
+
+SERVICE = "aftersales"
+DESCRIPTION = (
+    "After-sales cases: requests checked against the order and reviewed by the shop's policy, "
+    "the return / exchange / refund / repair state machine with customer progress notices, "
+    "supervisor decisions and overrides, and negative marketplace reviews with reply deadlines."
+)
+
+
+def create_app(
+    settings: AftersalesSettings | None = None,
+    *,
+    clock: Callable[[], datetime] = utcnow,
+) -> FastAPI:
+    settings = settings or load_settings(AftersalesSettings)
+    runtime = build_runtime(SERVICE, settings)
+    runtime.indexes.extend([*mongo.INDEXES, *AUDIT_INDEXES])
+    cases = runtime.document_store(mongo.CASES)
+    deps = handlers.Deps(
+        cases=cases,
+        orders=runtime.document_store(mongo.ORDERS),
+        claims=runtime.document_store(mongo.CLAIMS),
+        inquiries=runtime.document_store(mongo.INQUIRIES),
+        queries=mongo.CaseQueries(cases.collection),
+        audit=AuditLog(runtime.db[AUDIT_COLLECTION]),
+        policy=load_policy(settings.policy_file or None),
+        flows=load_flows(settings.flows_file or None),
+        inferrer=load_inferrer(settings.inference_file or None),
+        metrics=AftersalesMetrics(runtime.registry),
+        topic=runtime.topic,
+        clock=clock,
+        stale_claim=timedelta(seconds=settings.stale_claim_seconds),
+    )
+    consumers.register(runtime, deps, settings)
+
+    async def case_timers() -> None:
+        await handlers.run_every(
+            settings.timer_scan_seconds, lambda: handlers.fire_due_timers(deps), "case timers"
+        )
+
+    runtime.background.append(case_timers)
+    app = create_http_app(runtime, [api.router(deps)], description=DESCRIPTION)
+    app.state.deps = deps
+    app.state.runtime = runtime
+    return app
