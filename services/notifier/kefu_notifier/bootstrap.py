@@ -9,22 +9,35 @@ from zoneinfo import ZoneInfo
 from fastapi import FastAPI
 from kefu_shared import topics
 from kefu_shared.http import create_http_app
-from kefu_shared.runtime import build_runtime
+from kefu_shared.runtime import ServiceRuntime, build_runtime
 
 from kefu_notifier.adapters.http_provider import HttpProviderSender
 from kefu_notifier.adapters.log_sender import LogSender
-from kefu_notifier.adapters.metrics import NotifierMetrics
+from kefu_notifier.adapters.metrics import NotifierMetrics, WebhookMetrics
 from kefu_notifier.adapters.rendering import JinjaRenderer
 from kefu_notifier.adapters.smtp import SmtpEmailSender
 from kefu_notifier.adapters.store import CUSTOMERS, DELIVERIES, INDEXES, DeliveryLog
+from kefu_notifier.adapters.webhook_http import HttpWebhookPoster, ResolvingTargetGuard
+from kefu_notifier.adapters.webhook_store import (
+    SUBSCRIPTIONS,
+    WEBHOOK_DELIVERIES,
+    WEBHOOK_INDEXES,
+    SubscriptionDirectory,
+    WebhookLog,
+)
 from kefu_notifier.domain.catalogue import ChannelKind
 from kefu_notifier.domain.policies import Backoff, QuietHours, RateLimit
 from kefu_notifier.domain.ports import ChannelSender, Clock
+from kefu_notifier.domain.webhook_ports import TargetGuard, WebhookPoster
+from kefu_notifier.domain.webhook_subscription import DisablePolicy
 from kefu_notifier.entrypoints.api import make_router
 from kefu_notifier.entrypoints.consumers import register_consumers
-from kefu_notifier.entrypoints.scheduler import Dispatcher
+from kefu_notifier.entrypoints.scheduler import Dispatcher, WebhookDispatcher
+from kefu_notifier.entrypoints.webhook_api import make_webhook_router
+from kefu_notifier.entrypoints.webhook_consumers import register_webhook_consumers
 from kefu_notifier.handlers import NotifierDeps
 from kefu_notifier.settings import NotifierSettings
+from kefu_notifier.webhook_handlers import WebhookDeps
 
 SERVICE = "notifier"
 DESCRIPTION = (
@@ -83,9 +96,12 @@ def create_app(
     *,
     channel_overrides: Mapping[ChannelKind, ChannelSender] | None = None,
     clock: Clock | None = None,
+    webhook_poster: WebhookPoster | None = None,
+    target_guard: TargetGuard | None = None,
 ) -> FastAPI:
     runtime = build_runtime(SERVICE, settings)
     runtime.indexes.extend(INDEXES)
+    runtime.indexes.extend(WEBHOOK_INDEXES)
     deliveries = runtime.document_store(DELIVERIES)
     deps = NotifierDeps(
         deliveries=deliveries,
@@ -126,4 +142,60 @@ def create_app(
 
     runtime.background.append(dispatch_deliveries)
     register_consumers(runtime, deps)
-    return create_http_app(runtime, [make_router(deps)], description=DESCRIPTION)
+
+    webhooks = build_webhooks(runtime, settings, clock or utc_now, webhook_poster, target_guard)
+    routers = [make_router(deps), make_webhook_router(webhooks)]
+    return create_http_app(runtime, routers, description=DESCRIPTION)
+
+
+def build_webhooks(
+    runtime: ServiceRuntime,
+    settings: NotifierSettings,
+    clock: Clock,
+    poster: WebhookPoster | None,
+    guard: TargetGuard | None,
+) -> WebhookDeps:
+    """Webhook subscriptions: their stores, the fan-out consumers and the delivery loop."""
+    subscriptions = runtime.document_store(SUBSCRIPTIONS)
+    deliveries = runtime.document_store(WEBHOOK_DELIVERIES)
+    if poster is None:
+        http_poster = HttpWebhookPoster(timeout=settings.webhook_timeout_seconds)
+        runtime.on_shutdown.append(http_poster.aclose)
+        poster = http_poster
+    deps = WebhookDeps(
+        subscriptions=subscriptions,
+        deliveries=deliveries,
+        webhook_log=WebhookLog(subscriptions.collection, deliveries.collection),
+        directory=SubscriptionDirectory(
+            subscriptions.collection, ttl=settings.webhook_subscription_cache_seconds
+        ),
+        poster=poster,
+        guard=guard or ResolvingTargetGuard(allow_private=settings.webhook_allow_private_targets),
+        backoff=Backoff(
+            initial=timedelta(seconds=settings.webhook_initial_backoff_seconds),
+            cap=timedelta(seconds=settings.webhook_max_backoff_seconds),
+            max_attempts=settings.webhook_delivery_max_attempts,
+        ),
+        disable_policy=DisablePolicy(
+            after_failures=settings.webhook_disable_after_failures,
+            after=timedelta(seconds=settings.webhook_disable_after_seconds),
+        ),
+        send_lease=timedelta(seconds=settings.webhook_send_lease_seconds),
+        history_grace=timedelta(seconds=settings.webhook_history_grace_seconds),
+        events_topic=runtime.topic(topics.NOTIFIER_EVENTS),
+        metrics=WebhookMetrics(runtime.registry),
+        clock=clock,
+    )
+    dispatcher = WebhookDispatcher(
+        deps,
+        poll_seconds=settings.webhook_dispatch_poll_seconds,
+        batch_size=settings.webhook_dispatch_batch_size,
+    )
+    deps.wake_dispatcher = dispatcher.wake
+
+    async def dispatch_webhooks() -> None:
+        await dispatcher.run()
+
+    runtime.background.append(dispatch_webhooks)
+    register_webhook_consumers(runtime, deps, group=settings.webhook_group())
+    return deps

@@ -61,6 +61,47 @@ class NotifierSettings(ServiceSettings):
         default="", description="HMAC-SHA256 key for X-Kefu-Signature; also signs provider calls."
     )
 
+    # Webhook subscriptions: kefu events POSTed to other systems (README, "Webhook subscriptions").
+    webhook_allow_private_targets: bool = Field(
+        default=False,
+        description="Accept targets on private, loopback and link-local addresses (tests, "
+        "closed networks). Off: such targets are refused with a 422 (SSRF).",
+    )
+    webhook_delivery_max_attempts: int = Field(default=8, ge=1, le=50)
+    webhook_initial_backoff_seconds: float = Field(default=10.0, gt=0)
+    webhook_max_backoff_seconds: float = Field(default=3600.0, gt=0)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    webhook_send_lease_seconds: float = Field(
+        default=60.0, gt=0, description="How long a claimed webhook delivery is reserved."
+    )
+    webhook_disable_after_failures: int = Field(
+        default=20, ge=1, description="Consecutive failed attempts before a subscription is off."
+    )
+    webhook_disable_after_seconds: float = Field(
+        default=3600.0,
+        ge=0,
+        description="...and the failures must have lasted at least this long.",
+    )
+    webhook_dispatch_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    webhook_dispatch_batch_size: int = Field(default=50, ge=1, le=1000)
+    webhook_consumer_group: str = Field(
+        default="",
+        description="Consumer group of the webhook fan-out; defaults to "
+        "<consumer_group or kefu-notifier>-webhooks.",
+    )
+    webhook_subscription_cache_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        description="How long the fan-out reuses the list of subscriptions (other replicas see "
+        "a change that much later; 0 = read it for every event).",
+    )
+    webhook_history_grace_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="Events up to this long before a subscription's creation still match it "
+        "(clock skew between services); older ones never do.",
+    )
+
     @field_validator("shop_timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
@@ -69,3 +110,6 @@ class NotifierSettings(ServiceSettings):
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown time zone {value!r}") from exc
         return value
+
+    def webhook_group(self) -> str:
+        return self.webhook_consumer_group or f"{self.consumer_group or 'kefu-notifier'}-webhooks"

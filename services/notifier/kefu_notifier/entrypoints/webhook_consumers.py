@@ -1,0 +1,43 @@
+"""Kafka: kefu's event topics in, fanned out to webhook subscriptions, nothing else.
+
+A consumer group of its own (``webhook_consumer_group``), so the webhook fan-out keeps its own
+offsets and scales apart from customer notifications.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from faststream.kafka.subscriber.usecase import DefaultSubscriber
+from kefu_shared import topics
+from kefu_shared.envelope import Envelope
+from kefu_shared.runtime import ServiceRuntime
+
+from kefu_notifier.webhook_handlers import WebhookDeps, fan_out
+
+WEBHOOK_SOURCE_TOPICS = (
+    topics.INQUIRY_EVENTS,
+    topics.ORDERS_EVENTS,
+    topics.AFTERSALES_EVENTS,
+    topics.FEEDBACK_EVENTS,
+    topics.NOTIFIER_EVENTS,
+)
+"""Every topic of published kefu events (the topics of ``topics.EVENTS_TOPIC_OF_SERVICE``)."""
+
+
+def register_webhook_consumers(runtime: ServiceRuntime, deps: WebhookDeps, *, group: str) -> None:
+    async def on_event(envelope: Envelope[Any]) -> None:
+        # Any event type is welcome (the subscriptions decide); a body that is not a kefu
+        # envelope never gets here: the kernel dead-letters it with pydantic's reason.
+        await fan_out(envelope, deps)
+
+    # One consumer for all the topics, not one each: a single member joins the group, so a
+    # start or a rebalance costs one join instead of five.
+    subscriber: DefaultSubscriber = runtime.broker.subscriber(
+        *(runtime.topic(t) for t in WEBHOOK_SOURCE_TOPICS),
+        title="webhook-fan-out",
+        description="Every kefu event, POSTed to the webhook subscriptions whose event types "
+        "match it.",
+        **runtime.subscriber_options(group_id=group),
+    )
+    subscriber(on_event)
