@@ -173,7 +173,7 @@ async def events(
     timeout: float = 20.0,
     **match: Any,
 ) -> list[dict[str, Any]]:
-    """Envelopes on the after-sales events topic (as dicts), filtered by top-level or data fields."""
+    """Envelopes on the after-sales events topic (dicts), filtered by top-level or data fields."""
     got = await read_topic(
         bootstrap, settings.topic(topics.AFTERSALES_EVENTS), expect=expect, timeout=timeout
     )
