@@ -1,0 +1,1 @@
+"""Storage, notifications, metrics and report rendering: the service's edges."""

@@ -1,0 +1,342 @@
+"""A known week of events through the real broker (shuffled, with duplicates) -> the KPIs a
+supervisor would compute by hand, surveys answered, and the report rendered with its charts.
+
+The week: Monday 2026-03-02 to Monday 2026-03-09, shop time (+08:00), i.e.
+[2026-03-01 16:00Z, 2026-03-08 16:00Z). Opening hours 09:00-24:00 local = 01:00-16:00 UTC.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from feedback_testkit import (
+    Clock,
+    InquiryScript,
+    Published,
+    at,
+    attributed,
+    delivery,
+    lost,
+    make_settings,
+    policy_file,
+    produce_all,
+    recovered,
+    refunded,
+    revoked,
+    spam,
+    topic_json,
+)
+from kefu_feedback.bootstrap import create_app
+from kefu_feedback.domain.intake import facts_of_inquiry_event
+from kefu_feedback.entrypoints import cli
+from kefu_local.pytest_plugin import running
+from kefu_shared import topics
+from kefu_shared.testing import eventually
+from pymongo import AsyncMongoClient
+
+pytestmark = pytest.mark.integration
+
+WEEK = {"from": "2026-03-02", "to": "2026-03-09"}
+GIFT_BOX = "这款酒有礼盒装吗？"
+
+
+def the_week() -> tuple[list[InquiryScript], Published]:
+    i1 = (
+        InquiryScript("I1", "c1", "chat", "product")
+        .opened(at(2, 2), GIFT_BOX)
+        .reply(at(2, 2, 2), "A1", 120, first=True)
+        .resolved(at(2, 2, 30), "A1")
+    )
+    # Written at 23:50 local, answered after the night: 80 min waited, 10 min of them open.
+    i2 = (
+        InquiryScript("I2", "c2", "chat", "order")
+        .opened(at(2, 15, 50), "我的订单到哪里了 12345")
+        .breached(at(2, 15, 51), "first_response", at(2, 15, 51), None)
+        .reply(at(2, 17, 10), "A1", 4800, first=True)
+        .message(at(2, 17, 20))
+        .reply(at(2, 17, 25), "A1", 300, first=False)
+        .resolved(at(2, 17, 30), "A1")
+        .reopened(at(4, 3), "A1")
+        .resolved(at(4, 4), "A1")
+    )
+    i3 = (
+        InquiryScript("I3", "c3", "email", "after_sales", language="en")
+        .opened(at(3, 3), "I want to return the bottle, it leaks")
+        .reply(at(3, 5), "A2", 7200, first=True)
+        .resolved(at(3, 6), "A2")
+    )
+    i4 = (
+        InquiryScript("I4", "c4", "chat", "product")
+        .opened(at(4, 4), "发货时间是多久？")
+        .auto_answered(at(4, 4, 0, 1), "kb-shipping")
+        .resolved(at(4, 4, 0, 1), None, by_bot=True)
+    )
+    # Served by A2 first, then by A1 who closes it; the next response is late (due 06:15).
+    i5 = (
+        InquiryScript("I5", "c5", "marketplace", "product")
+        .opened(at(5, 6), "这款酒有礼盒装吗?")
+        .reply(at(5, 6, 1, 30), "A2", 90, first=True)
+        .message(at(5, 6, 10))
+        .breached(at(5, 6, 15), "next_response", at(5, 6, 15), "A1")
+        .reply(at(5, 6, 20), "A1", 600, first=False)
+        .resolved(at(5, 6, 30), "A1")
+    )
+    # Nobody answered the complaint: both clocks breached, still open.
+    i6 = (
+        InquiryScript("I6", "c6", "phone", "complaint")
+        .opened(at(6, 8), "投诉：快递员态度很差")
+        .breached(at(6, 9), "first_response", at(6, 9), None)
+        .breached(at(7, 8), "resolution", at(7, 8), None)
+    )
+    # Opened on Sunday 23:00 local, before the week; answered and resolved inside it.
+    i7 = (
+        InquiryScript("I7", "c2", "chat", "product")
+        .opened(at(1, 15), "有没有53度的")
+        .reply(at(1, 16, 30), "A2", 5400, first=True)
+        .resolved(at(1, 17), "A2")
+    )
+    # After the week: must not count.
+    i8 = InquiryScript("I8", "c7", "chat", "product").opened(at(9, 2), "还有货吗")
+    scripts = [i1, i2, i3, i4, i5, i6, i7, i8]
+
+    published = Published()
+    for script in scripts:
+        for event in script.events:
+            published.add(event, source="inquiry", time=event.occurred_at)
+    published.add(spam("S1", at(3, 9)), source="inquiry")
+    for event in (
+        attributed("O1", "c1", "A1", at(2, 3)),
+        # Re-attributed to A2 (revision 2); the revisions arrive in either order.
+        attributed("O2", "c5", "A2", at(3, 4), revision=2),
+        attributed("O2", "c5", "A1", at(3, 4), revision=1),
+        # Refunded: not a deal, whatever order the events come in.
+        revoked("O3", "c2", "A2", at(6, 1)),
+        refunded("O3", "c2", "A2", at(6, 1)),
+        attributed("O3", "c2", "A2", at(4, 5)),
+        attributed("O4", "c9", None, at(4, 6)),  # paid before any contact: nobody's
+        attributed("O5", "c1", "A1", at(10, 3)),  # after the week
+        lost("L1", "c8", "A1", at(5, 2)),
+        lost("L2", "c8", "A2", at(6, 2)),
+        recovered("L2", "c8", "A2", at(6, 3)),
+        lost("L3", "c9", "A1", at(7, 5)),
+    ):
+        published.add(event, source="orders", time=event.occurred_at)
+    # Redeliveries: the same envelopes, and the same events under new envelope ids.
+    count = len(published.items)
+    for index in range(0, count, 3):
+        published.again(index)
+    for index in range(1, count, 4):
+        published.again(index, new_envelope=True)
+    return scripts, published
+
+
+def expected_fact_ids(scripts: list[InquiryScript], published: Published) -> set[str]:
+    ids = {f.id for s in scripts for e in s.events for f in facts_of_inquiry_event(e)}
+    ids.add("spam:S1:S1-m0")
+    from kefu_feedback.domain.intake import facts_of_order_event as order_facts
+    from kefu_shared.contracts.orders import ORDER_EVENT_TYPES
+    from kefu_shared.envelope import Envelope
+
+    for topic, _, body in published.items:
+        if topic == topics.ORDERS_EVENTS:
+            env = Envelope[dict[str, Any]].model_validate_json(body)
+            cls = next(c for c in ORDER_EVENT_TYPES if c.event_type == env.type)
+            ids |= {f.id for f in order_facts(env.payload(cls))}
+    return ids
+
+
+def close(actual: float | None, expected: float) -> bool:
+    return actual is not None and abs(actual - expected) < 1e-6
+
+
+async def test_a_known_week_through_the_broker_gives_the_hand_computed_kpis_and_report(
+    service_overrides: dict[str, Any],
+    unique: str,
+    kafka_bootstrap: str,
+    mongo_client: AsyncMongoClient[dict[str, Any]],
+    tmp_path: Path,
+) -> None:
+    # Surveys of this old week must still go out (max age), and customer c2's two inquiries
+    # both get one (no cooldown here: the N-day rule has its own test).
+    settings = make_settings(
+        service_overrides,
+        unique,
+        policy_file=policy_file(tmp_path, max_age_hours=24 * 365, cooldown_days=0),
+    )
+    clock = Clock(at(8, 10))  # Sunday 18:00 local: answers fall inside the week
+    app = create_app(settings, clock=clock)
+    scripts, published = the_week()
+    wanted = expected_fact_ids(scripts, published)
+    db = mongo_client[settings.mongodb_database]
+
+    async with running(app) as client:
+        await produce_all(kafka_bootstrap, settings, published.shuffled(seed=7))
+
+        async def all_facts_in() -> bool:
+            return await db["facts"].count_documents({}) >= len(wanted)
+
+        await eventually(all_facts_in, timeout=60)
+        assert {d["_id"] async for d in db["facts"].find({}, {"_id": 1})} == wanted
+
+        # One invitation per resolved inquiry (I2 resolved twice; duplicates): six.
+        invitations = await topic_json(
+            kafka_bootstrap, settings, topics.NOTIFICATION_REQUESTS, expect=6, settle=1.5
+        )
+        keys = sorted(i["data"]["idempotency_key"] for i in invitations)
+        assert keys == [f"inquiry-I{n}" for n in (1, 2, 3, 4, 5, 7)]
+        assert all(i["data"]["template"] == "survey_invitation" for i in invitations)
+        assert all(i["data"]["purpose"] == "survey_invitation" for i in invitations)
+
+        # The customers answer through their links; the bot's invitation could not be sent.
+        links = app.state.deps.links
+        answers = {
+            "inquiry-I1": {
+                "overall": 5,
+                "ratings": {"product_quality": 5, "service_efficiency": 4, "price": 3},
+            },
+            "inquiry-I2": {
+                "overall": 2,
+                "ratings": {"service_efficiency": 1},
+                "comment": "等了太久",
+            },
+            "inquiry-I3": {"overall": 4, "ratings": {"after_sales_service": 2}},
+            "inquiry-I5": {"overall": 4, "ratings": {"product_quality": 4, "price": 2}},
+        }
+        for survey_id, body in answers.items():
+            r = await client.post(
+                f"/surveys/{survey_id}/answers", json={"token": links.token(survey_id), **body}
+            )
+            assert r.status_code == 201, r.text
+        failed = Published()
+        failed.add(delivery("failed", "inquiry-I4", "c4", at(4, 5)), source="notifier")
+        await produce_all(kafka_bootstrap, settings, failed.items)
+
+        async def i4_undeliverable() -> bool:
+            r = await client.get("/surveys/inquiry-I4/record")
+            return bool(r.json()["status"] == "undeliverable")
+
+        await eventually(i4_undeliverable, timeout=30)
+
+        r = await client.get("/kpis", params=WEEK)
+        assert r.status_code == 200, r.text
+        k = r.json()
+
+        assert k["volume"] == {
+            "inquiries_opened": 6,
+            "customer_messages": 8,
+            "spam_filtered": 1,
+            "resolved_by_agent": 6,
+            "resolved_by_bot": 1,
+        }
+        # First responses: 90, 120, 4800, 5400, 7200 s; in business hours 90, 120, 600, 3600,
+        # 7200 (I2 waited through the night, I7 from 23:00 to 00:30).
+        fr = k["first_response"]
+        assert (fr["count"], fr["p50_seconds"], fr["p90_seconds"]) == (5, 4800, 7200)
+        assert close(fr["mean_seconds"], 3522)
+        b = fr["business_hours"]
+        assert (b["p50_seconds"], b["p90_seconds"]) == (600, 7200)
+        assert close(b["mean_seconds"], 2322)
+        nr = k["next_response"]
+        assert (nr["count"], nr["mean_seconds"], nr["p50_seconds"], nr["p90_seconds"]) == (
+            2,
+            450,
+            300,
+            600,
+        )
+        assert nr["business_hours"]["p50_seconds"] == 0  # 01:20 local: closed
+        # Resolutions by agents: 1800, 1800, 6000, 7200, 10800, 130200 (I2's second).
+        res = k["resolution"]
+        assert (res["count"], res["p50_seconds"], res["p90_seconds"]) == (6, 6000, 130200)
+        assert close(res["mean_seconds"], 26300)
+        assert (res["business_hours"]["p50_seconds"], res["business_hours"]["p90_seconds"]) == (
+            1800,
+            65400,
+        )
+        assert close(res["business_hours"]["mean_seconds"], 14000)
+
+        sla = {s["sla"]: (s["clocks"], s["missed"]) for s in k["sla"]}
+        assert sla == {"first_response": (6, 2), "next_response": (2, 1), "resolution": (7, 1)}
+
+        fcr = k["first_contact_resolution"]
+        assert (fcr["numerator"], fcr["denominator"]) == (3, 5)  # I1, I3, I7
+        assert (k["reopen"]["numerator"], k["reopen"]["denominator"]) == (1, 6)
+
+        csat = k["csat"]
+        assert (csat["numerator"], csat["denominator"]) == (3, 4)
+        assert close(csat["average_rating"], 3.75)
+        dims = {d: (v["numerator"], v["denominator"]) for d, v in csat["by_dimension"].items()}
+        assert dims == {
+            "product_quality": (2, 2),
+            "service_efficiency": (1, 2),
+            "price": (0, 2),
+            "user_experience": (0, 0),
+            "after_sales_service": (0, 1),
+        }
+        # Invited in the week and not undeliverable: I1, I2, I3, I5, I7; answered: four.
+        assert (csat["response"]["numerator"], csat["response"]["denominator"]) == (4, 5)
+
+        # Served: A1 {c1, c2, c5}; A2 {c5, c2} (I3 is after-sales). Deals: A1 O1, A2 O2.
+        assert (k["conversion"]["numerator"], k["conversion"]["denominator"]) == (2, 5)
+        agents = {a["agent_id"]: a for a in k["agents"]}
+        a1, a2 = agents["A1"], agents["A2"]
+        assert (a1["served"], a1["deals"], a1["lost_orders"]) == (3, 1, 2)
+        assert (a1["conversion_points"], a1["lost_order_points"], a1["score"]) == (
+            -10.83,
+            -1.0,
+            -11.83,
+        )
+        assert (a2["served"], a2["deals"], a2["lost_orders"]) == (2, 1, 0)
+        assert (a2["conversion_points"], a2["score"]) == (-2.5, -2.5)
+        assert (a1["csat"]["numerator"], a1["csat"]["denominator"]) == (2, 3)
+        assert k["lost_orders"] == 2
+
+        grid = k["peak_hours"]["grid"]
+        assert sum(map(sum, grid)) == 8
+        assert grid[3][14] == 2  # Thursday 14:00 local: I5's two messages
+        assert k["peak_hours"]["busiest"][0] == {"weekday": 3, "hour": 14, "messages": 2}
+        fq = k["frequent_questions"]
+        assert fq["top_categories"][0] == {"category": "product", "inquiries": 3}
+        assert fq["knowledge_base_misses"][0]["inquiries"] == 2  # the gift box, asked twice
+        assert fq["knowledge_base_misses"][0]["question"] == GIFT_BOX
+        assert (fq["bot_answer"]["numerator"], fq["bot_answer"]["denominator"]) == (1, 6)
+
+        # Slices: one channel, one agent.
+        chat = (await client.get("/kpis", params={**WEEK, "channel": "chat"})).json()
+        assert chat["volume"]["inquiries_opened"] == 3  # I1, I2, I4
+        assert chat["first_response"]["count"] == 3  # I1, I2, I7
+        a2_only = (await client.get("/kpis", params={**WEEK, "agent_id": "A2"})).json()
+        assert a2_only["first_response"]["count"] == 3  # I3, I5, I7
+        assert [a["agent_id"] for a in a2_only["agents"]] == ["A2"]
+
+        # The report a supervisor reads on Monday, from the same numbers.
+        written = cli.main(
+            ["--from", WEEK["from"], "--to", WEEK["to"], "--out", str(tmp_path / "week.md")],
+            fetch=lambda params: k,
+        )
+        assert written == 0
+        markdown = (tmp_path / "week.md").read_text()
+        assert "# Customer service report, 2026-03-02 to 2026-03-09" in markdown
+        assert "| A1 | 3 | 1 | 33.3 % | -10.8 | 2 (-1.0) | **-11.8** |" in markdown
+        for chart in ("peak_hours", "csat_by_dimension", "response_times"):
+            png = (tmp_path / "week_charts" / f"{chart}.png").read_bytes()
+            assert png.startswith(b"\x89PNG"), chart
+            assert f"week_charts/{chart}.png" in markdown
+        html = (await client.get("/report", params=WEEK)).text
+        assert html.count("<svg") == 3
+        assert "Satisfaction with price is only 0.0 %" in html
+
+    # The low ratings were raised for follow-up, each once, to the right people.
+    events = await topic_json(kafka_bootstrap, settings, topics.FEEDBACK_EVENTS, expect=7)
+    follow_ups = {
+        e["data"]["survey_id"]: (e["data"]["route"], e["data"]["low_dimensions"])
+        for e in events
+        if e["type"] == "survey.follow_up_raised"
+    }
+    assert follow_ups == {
+        "inquiry-I2": ("supervisor", ["overall", "service_efficiency"]),
+        "inquiry-I3": ("after_sales", ["after_sales_service"]),
+        "inquiry-I5": ("supervisor", ["price"]),
+    }
+    assert sum(1 for e in events if e["type"] == "survey.answered") == 4
