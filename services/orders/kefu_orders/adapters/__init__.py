@@ -1,0 +1,1 @@
+"""Storage, notifier requests, metrics and packaged data tables."""

@@ -1,0 +1,1 @@
+"""Translate Kafka messages, HTTP requests and timer ticks into use-case calls."""
