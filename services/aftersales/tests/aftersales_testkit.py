@@ -171,13 +171,21 @@ async def events(
     *,
     expect: int,
     timeout: float = 20.0,
+    settle: float = 0.0,
     **match: Any,
 ) -> list[dict[str, Any]]:
-    """Envelopes on the after-sales events topic (dicts), filtered by top-level or data fields."""
+    """Envelopes on the after-sales events topic (dicts), filtered by top-level or data fields.
+    ``settle`` keeps reading after ``expect`` arrived, to catch duplicates."""
     got = await read_topic(
-        bootstrap, settings.topic(topics.AFTERSALES_EVENTS), expect=expect, timeout=timeout
+        bootstrap,
+        settings.topic(topics.AFTERSALES_EVENTS),
+        expect=expect,
+        timeout=timeout,
+        settle=settle,
     )
-    out = [r.json() for r in got]
+    # The outbox relay is at least once (a restart may publish an event again, same id):
+    # consumers deduplicate on the envelope id, and so does this helper.
+    out = list({e["id"]: e for e in (r.json() for r in got)}.values())
     return [e for e in out if all(e.get(k) == v or e["data"].get(k) == v for k, v in match.items())]
 
 

@@ -243,7 +243,7 @@ def _ctx(principal: Principal) -> Context:
 
 def _field_errors(problems: list[tuple[str, str]]) -> HTTPException:
     return HTTPException(
-        status.HTTP_422_UNPROCESSABLE_ENTITY,
+        422,
         detail=[
             {"loc": ["body", *field.split(".")], "msg": message, "type": "value_error"}
             for field, message in problems
