@@ -93,6 +93,7 @@ async def create_subscription(
     event_types: tuple[str, ...],
     secret: str | None,
     description: str,
+    created_by: str,
     deps: WebhookDeps,
 ) -> tuple[Subscription, str]:
     """Register a subscription; returns it with its secret (the only time it is shown).
@@ -106,6 +107,7 @@ async def create_subscription(
         event_types=event_types,
         secret=secret or new_secret(),
         description=description,
+        created_by=created_by,
         now=deps.clock(),
     )
 

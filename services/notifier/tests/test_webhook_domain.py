@@ -161,6 +161,7 @@ def subscription(**changes: object) -> Subscription:
         event_types=("inquiry.*", "order.paid", "inquiry.*"),
         secret="whsec_0123456789abcdef",
         description="CRM",
+        created_by="crm-sync",
         now=NOW,
     )
     return replace(created, **changes)  # type: ignore[arg-type]

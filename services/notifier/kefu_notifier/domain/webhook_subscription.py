@@ -79,6 +79,7 @@ class Subscription:
     event_types: tuple[str, ...]
     secret: str
     description: str
+    created_by: str
     status: SubscriptionStatus
     created_at: datetime
     updated_at: datetime
@@ -99,6 +100,7 @@ class Subscription:
         event_types: tuple[str, ...],
         secret: str,
         description: str,
+        created_by: str,
         now: datetime,
     ) -> Subscription:
         return cls(
@@ -107,6 +109,7 @@ class Subscription:
             event_types=tuple(dict.fromkeys(event_types)),  # keep order, drop repeats
             secret=secret,
             description=description,
+            created_by=created_by,
             status=SubscriptionStatus.ACTIVE,
             created_at=now,
             updated_at=now,

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, Query, Response
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
+from kefu_shared.auth import Principal, Role, current_principal, requires
 from pydantic import BaseModel, ConfigDict, Field
 
 from kefu_notifier.domain.event_patterns import EVENT_TYPE_PATTERN, MAX_PATTERN_LENGTH
@@ -64,6 +65,7 @@ class SubscriptionView(BaseModel):
     target_url: str
     event_types: list[str]
     description: str
+    created_by: str = Field(description="Who created it (the token's subject), for audit.")
     status: SubscriptionStatus
     secret_hint: str = Field(description="'…' and the secret's last 4 characters.")
     created_at: datetime
@@ -117,6 +119,7 @@ def _view(s: Subscription) -> dict[str, Any]:
         "target_url": s.target_url,
         "event_types": list(s.event_types),
         "description": s.description,
+        "created_by": s.created_by,
         "status": s.status,
         "secret_hint": s.secret_hint,
         "created_at": s.created_at,
@@ -141,23 +144,33 @@ def _not_found(subscription_id: str) -> HTTPException:
     return HTTPException(404, f"id: no webhook subscription {subscription_id!r}")
 
 
+# Subscriptions send kefu's events (customer messages included) out of the shop: only admins
+# and integrated systems (service tokens) change them; supervisors may also look.
+MANAGE = [Depends(requires(Role.ADMIN, Role.SERVICE))]
+READ = [Depends(requires(Role.SUPERVISOR, Role.ADMIN, Role.SERVICE))]
+
+
 def make_webhook_router(deps: WebhookDeps) -> APIRouter:
     router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 
     @router.post(
         "",
+        dependencies=MANAGE,
         status_code=201,
         response_model=CreatedSubscriptionView,
         summary="Subscribe an HTTP endpoint to kefu events (the secret is shown only here).",
         responses={422: {"description": "Invalid field, or a refused target_url (SSRF)."}},
     )
-    async def create(body: SubscriptionBody) -> dict[str, Any]:
+    async def create(
+        body: SubscriptionBody, principal: Annotated[Principal, Depends(current_principal)]
+    ) -> dict[str, Any]:
         try:
             subscription, secret = await create_subscription(
                 target_url=body.target_url,
                 event_types=tuple(body.event_types),
                 secret=body.secret,
                 description=body.description,
+                created_by=principal.subject,
                 deps=deps,
             )
         except TargetRefused as exc:
@@ -168,7 +181,12 @@ def make_webhook_router(deps: WebhookDeps) -> APIRouter:
             ) from exc
         return {**_view(subscription), "secret": secret}
 
-    @router.get("", response_model=SubscriptionList, summary="Subscriptions, newest first.")
+    @router.get(
+        "",
+        dependencies=READ,
+        response_model=SubscriptionList,
+        summary="Subscriptions, newest first.",
+    )
     async def list_all(
         status: SubscriptionStatus | None = None,
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
@@ -178,7 +196,12 @@ def make_webhook_router(deps: WebhookDeps) -> APIRouter:
         items = await deps.webhook_log.list_subscriptions(status=status, limit=limit)
         return {"items": [_view(s) for s in items]}
 
-    @router.get("/{subscription_id}", response_model=SubscriptionView, responses=NOT_FOUND)
+    @router.get(
+        "/{subscription_id}",
+        dependencies=READ,
+        response_model=SubscriptionView,
+        responses=NOT_FOUND,
+    )
     async def get_one(subscription_id: SubscriptionId) -> dict[str, Any]:
         try:
             return _view(await get_subscription(subscription_id, deps))
@@ -187,6 +210,7 @@ def make_webhook_router(deps: WebhookDeps) -> APIRouter:
 
     @router.post(
         "/{subscription_id}/pause",
+        dependencies=MANAGE,
         response_model=SubscriptionView,
         summary="Stop POSTing; matching events are kept and sent on resume.",
         responses={**NOT_FOUND, 409: {"description": "A disabled subscription: resume it."}},
@@ -201,6 +225,7 @@ def make_webhook_router(deps: WebhookDeps) -> APIRouter:
 
     @router.post(
         "/{subscription_id}/resume",
+        dependencies=MANAGE,
         response_model=SubscriptionView,
         summary="POST again (also re-enables a disabled subscription with a fresh count).",
         responses=NOT_FOUND,
@@ -213,6 +238,7 @@ def make_webhook_router(deps: WebhookDeps) -> APIRouter:
 
     @router.delete(
         "/{subscription_id}",
+        dependencies=MANAGE,
         status_code=204,
         summary="Delete the subscription and its pending deliveries.",
         responses=NOT_FOUND,
@@ -226,6 +252,7 @@ def make_webhook_router(deps: WebhookDeps) -> APIRouter:
 
     @router.get(
         "/{subscription_id}/deliveries",
+        dependencies=READ,
         response_model=WebhookDeliveryList,
         summary="The subscription's delivery log, newest first.",
         responses=NOT_FOUND,
