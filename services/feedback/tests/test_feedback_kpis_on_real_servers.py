@@ -164,6 +164,7 @@ async def test_a_known_week_through_the_broker_gives_the_hand_computed_kpis_and_
         service_overrides,
         unique,
         policy_file=policy_file(tmp_path, max_age_hours=24 * 365, cooldown_days=0),
+        gauge_window_hours=24 * 30,
     )
     clock = Clock(at(8, 10))  # Sunday 18:00 local: answers fall inside the week
     app = create_app(settings, clock=clock)
@@ -310,6 +311,23 @@ async def test_a_known_week_through_the_broker_gives_the_hand_computed_kpis_and_
         assert a2_only["first_response"]["count"] == 3  # I3, I5, I7
         assert [a["agent_id"] for a in a2_only["agents"]] == ["A2"]
 
+        # The dashboards: the same figures as gauges over the rolling window (30 days here).
+        async def gauges_refreshed() -> bool:
+            text = (await client.get("/metrics")).text
+            return "kefu_feedback_lost_orders 2.0" in text
+
+        await eventually(gauges_refreshed, timeout=15)
+        metrics = (await client.get("/metrics")).text
+        assert (
+            'kefu_feedback_response_seconds{channel="all",measure="first_response",stat="p50"} '
+            "4800.0" in metrics
+        )
+        assert (
+            'kefu_feedback_sla_hit_ratio{channel="all",sla="first_response"} 0.6666666666666666'
+            in metrics
+        )
+        assert 'kefu_feedback_kpi_ratio{channel="chat",kpi="bot_answer"} 0.25' in (metrics)
+
         # The report a supervisor reads on Monday, from the same numbers.
         written = cli.main(
             ["--from", WEEK["from"], "--to", WEEK["to"], "--out", str(tmp_path / "week.md")],
@@ -327,16 +345,16 @@ async def test_a_known_week_through_the_broker_gives_the_hand_computed_kpis_and_
         assert html.count("<svg") == 3
         assert "Satisfaction with price is only 0.0 %" in html
 
-    # The low ratings were raised for follow-up, each once, to the right people.
-    events = await topic_json(kafka_bootstrap, settings, topics.FEEDBACK_EVENTS, expect=7)
-    follow_ups = {
-        e["data"]["survey_id"]: (e["data"]["route"], e["data"]["low_dimensions"])
-        for e in events
-        if e["type"] == "survey.follow_up_raised"
-    }
-    assert follow_ups == {
-        "inquiry-I2": ("supervisor", ["overall", "service_efficiency"]),
-        "inquiry-I3": ("after_sales", ["after_sales_service"]),
-        "inquiry-I5": ("supervisor", ["price"]),
-    }
-    assert sum(1 for e in events if e["type"] == "survey.answered") == 4
+        # The low ratings were raised for follow-up, each once, to the right people.
+        events = await topic_json(kafka_bootstrap, settings, topics.FEEDBACK_EVENTS, expect=7)
+        follow_ups = {
+            e["data"]["survey_id"]: (e["data"]["route"], e["data"]["low_dimensions"])
+            for e in events
+            if e["type"] == "survey.follow_up_raised"
+        }
+        assert follow_ups == {
+            "inquiry-I2": ("supervisor", ["overall", "service_efficiency"]),
+            "inquiry-I3": ("after_sales", ["after_sales_service"]),
+            "inquiry-I5": ("supervisor", ["price"]),
+        }
+        assert sum(1 for e in events if e["type"] == "survey.answered") == 4

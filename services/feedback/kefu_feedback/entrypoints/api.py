@@ -13,8 +13,9 @@ import json
 from datetime import date, datetime, time, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Header, HTTPException, Path, Query, Request, status
+from fastapi import APIRouter, Body, Depends, Header, HTTPException, Path, Query, Request, status
 from fastapi.responses import HTMLResponse, JSONResponse
+from kefu_shared.auth import MANAGERS, STAFF, Role, requires
 from kefu_shared.contracts.aftersales import CaseKind
 from kefu_shared.contracts.feedback import MAX_COMMENT_CHARS, SURVEY_ID_PATTERN, Dimension
 from kefu_shared.contracts.inquiry import Category
@@ -38,6 +39,11 @@ from kefu_feedback.entrypoints.survey_page import survey_page
 from kefu_feedback.handlers import Context, Deps, UnknownSurvey
 
 MAX_PERIOD_DAYS = 400
+# Who may call what: KPIs and rounds are the supervisors' (and BI systems'); any agent may read
+# a survey or record a customer's wish not to be surveyed.
+Managers = [Depends(requires(*MANAGERS, Role.SERVICE))]
+StartRounds = [Depends(requires(*MANAGERS))]
+Staff = [Depends(requires(*STAFF, Role.SERVICE))]
 CATEGORIES = sorted({c.value for c in Category} | {k.value for k in CaseKind})
 SurveyId = Annotated[str, Path(pattern=SURVEY_ID_PATTERN)]
 CustomerId = Annotated[str, Path(min_length=1, max_length=200)]
@@ -177,7 +183,11 @@ def _round_view(r: SurveyRound) -> dict[str, Any]:
 def staff_router(deps: Deps) -> APIRouter:
     router = APIRouter(tags=["feedback"])
 
-    @router.get("/kpis", summary="Every KPI of a period, optionally for a channel/category/agent.")
+    @router.get(
+        "/kpis",
+        summary="Every KPI of a period, optionally for a channel/category/agent.",
+        dependencies=Managers,
+    )
     async def get_kpis(
         start: From,
         end: To,
@@ -191,6 +201,7 @@ def staff_router(deps: Deps) -> APIRouter:
         "/report",
         response_class=HTMLResponse,
         summary="The supervisor's report of a period as one HTML page with its charts.",
+        dependencies=Managers,
     )
     async def get_report(
         start: From,
@@ -206,6 +217,7 @@ def staff_router(deps: Deps) -> APIRouter:
         "/surveys/{survey_id}/record",
         summary="One survey as staff see it: status, reason, delivery, answer, follow-up.",
         responses={404: {"description": "No such survey."}},
+        dependencies=Staff,
     )
     async def get_survey_record(survey_id: SurveyId) -> dict[str, Any]:
         survey = await handlers.load_survey(survey_id, deps)
@@ -213,7 +225,7 @@ def staff_router(deps: Deps) -> APIRouter:
             raise HTTPException(404, f"survey_id: no survey {survey_id!r}")
         return _survey_record(survey)
 
-    @router.get("/customers/{customer_id}/survey-preference")
+    @router.get("/customers/{customer_id}/survey-preference", dependencies=Staff)
     async def get_preference(customer_id: CustomerId) -> dict[str, Any]:
         c = await handlers.get_customer(customer_id, deps)
         return {
@@ -225,6 +237,7 @@ def staff_router(deps: Deps) -> APIRouter:
     @router.put(
         "/customers/{customer_id}/survey-preference",
         summary="Opt a customer out of (or back into) satisfaction surveys.",
+        dependencies=Staff,
     )
     async def put_preference(customer_id: CustomerId, body: OptOutBody) -> dict[str, Any]:
         c = await handlers.set_opt_out(customer_id, body.opted_out, deps)
@@ -239,6 +252,7 @@ def staff_router(deps: Deps) -> APIRouter:
         status_code=status.HTTP_201_CREATED,
         summary="Start a survey round over a sample of the customers served lately.",
         responses={409: {"description": "The round exists with other parameters."}},
+        dependencies=StartRounds,
     )
     async def post_round(body: RoundBody) -> dict[str, Any]:
         ctx = Context(correlation_id=current_correlation_id.get(None))
@@ -251,7 +265,11 @@ def staff_router(deps: Deps) -> APIRouter:
         assert r is not None  # only the scheduler's rounds are skipped when empty
         return _round_view(r)
 
-    @router.get("/survey-rounds/{round_id}", responses={404: {"description": "No such round."}})
+    @router.get(
+        "/survey-rounds/{round_id}",
+        responses={404: {"description": "No such round."}},
+        dependencies=Managers,
+    )
     async def get_round(round_id: RoundId) -> dict[str, Any]:
         r = await handlers.get_round(round_id, deps)
         if r is None:
