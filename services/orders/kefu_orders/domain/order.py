@@ -759,7 +759,8 @@ def classify_change(
     if price_changed or old_amounts != new_amounts:
         fields.append(ChangeField.PRICE)
     more_units = sum(li.quantity for li in new_lines) > sum(li.quantity for li in old_lines)
-    sold_more = bool(set(new) - set(old)) or more_units
+    # Selling more: more units, or items added without any taken away (a swap is a change).
+    sold_more = more_units or bool(set(new) - set(old) and not set(old) - set(new))
     price_cut = (
         any(new[s].unit_price_cents < old[s].unit_price_cents for s in common)
         or new_amounts[0] > old_amounts[0]
