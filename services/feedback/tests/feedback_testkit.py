@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,7 +15,6 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from kefu_feedback.settings import FeedbackSettings
-from kefu_shared import topics
 from kefu_shared.contracts import aftersales, inquiry, notifier, orders
 from kefu_shared.envelope import Envelope, EventData, new_id
 from kefu_shared.testing import read_topic
@@ -36,9 +34,7 @@ class Clock:
         return self.now
 
 
-def make_settings(
-    overrides: dict[str, Any], unique: str, tmp_path: Path | None = None, **extra: Any
-) -> FeedbackSettings:
+def make_settings(overrides: dict[str, Any], unique: str, **extra: Any) -> FeedbackSettings:
     values: dict[str, Any] = {
         **overrides,
         "consumer_group": f"kefu-feedback-{unique}",
@@ -401,5 +397,96 @@ def delivery(kind: str, survey_id: str, customer: str, when: datetime, **extra: 
     )
 
 
-Check = Callable[[], Any]
-EVENTS_TOPIC = topics.FEEDBACK_EVENTS
+# --- the known week of the KPI test (hand-computed values there) ----------------------------
+
+GIFT_BOX = "这款酒有礼盒装吗？"
+
+
+def the_week() -> tuple[list[InquiryScript], Published]:
+    i1 = (
+        InquiryScript("I1", "c1", "chat", "product")
+        .opened(at(2, 2), GIFT_BOX)
+        .reply(at(2, 2, 2), "A1", 120, first=True)
+        .resolved(at(2, 2, 30), "A1")
+    )
+    # Written at 23:50 local, answered after the night: 80 min waited, 10 min of them open.
+    i2 = (
+        InquiryScript("I2", "c2", "chat", "order")
+        .opened(at(2, 15, 50), "我的订单到哪里了 12345")
+        .breached(at(2, 15, 51), "first_response", at(2, 15, 51), None)
+        .reply(at(2, 17, 10), "A1", 4800, first=True)
+        .message(at(2, 17, 20))
+        .reply(at(2, 17, 25), "A1", 300, first=False)
+        .resolved(at(2, 17, 30), "A1")
+        .reopened(at(4, 3), "A1")
+        .resolved(at(4, 4), "A1")
+    )
+    i3 = (
+        InquiryScript("I3", "c3", "email", "after_sales", language="en")
+        .opened(at(3, 3), "I want to return the bottle, it leaks")
+        .reply(at(3, 5), "A2", 7200, first=True)
+        .resolved(at(3, 6), "A2")
+    )
+    i4 = (
+        InquiryScript("I4", "c4", "chat", "product")
+        .opened(at(4, 4), "发货时间是多久？")
+        .auto_answered(at(4, 4, 0, 1), "kb-shipping")
+        .resolved(at(4, 4, 0, 1), None, by_bot=True)
+    )
+    # Served by A2 first, then by A1 who closes it; the next response is late (due 06:15).
+    i5 = (
+        InquiryScript("I5", "c5", "marketplace", "product")
+        .opened(at(5, 6), "这款酒有礼盒装吗?")
+        .reply(at(5, 6, 1, 30), "A2", 90, first=True)
+        .message(at(5, 6, 10))
+        .breached(at(5, 6, 15), "next_response", at(5, 6, 15), "A1")
+        .reply(at(5, 6, 20), "A1", 600, first=False)
+        .resolved(at(5, 6, 30), "A1")
+    )
+    # Nobody answered the complaint: both clocks breached, still open.
+    i6 = (
+        InquiryScript("I6", "c6", "phone", "complaint")
+        .opened(at(6, 8), "投诉：快递员态度很差")
+        .breached(at(6, 9), "first_response", at(6, 9), None)
+        .breached(at(7, 8), "resolution", at(7, 8), None)
+    )
+    # Opened on Sunday 23:00 local, before the week; answered and resolved inside it.
+    i7 = (
+        InquiryScript("I7", "c2", "chat", "product")
+        .opened(at(1, 15), "有没有53度的")
+        .reply(at(1, 16, 30), "A2", 5400, first=True)
+        .resolved(at(1, 17), "A2")
+    )
+    # After the week: must not count.
+    i8 = InquiryScript("I8", "c7", "chat", "product").opened(at(9, 2), "还有货吗")
+    scripts = [i1, i2, i3, i4, i5, i6, i7, i8]
+
+    published = Published()
+    for script in scripts:
+        for event in script.events:
+            published.add(event, source="inquiry", time=event.occurred_at)
+    published.add(spam("S1", at(3, 9)), source="inquiry")
+    for event in (
+        attributed("O1", "c1", "A1", at(2, 3)),
+        # Re-attributed to A2 (revision 2); the revisions arrive in either order.
+        attributed("O2", "c5", "A2", at(3, 4), revision=2),
+        attributed("O2", "c5", "A1", at(3, 4), revision=1),
+        # Refunded: not a deal, whatever order the events come in.
+        revoked("O3", "c2", "A2", at(6, 1)),
+        refunded("O3", "c2", "A2", at(6, 1)),
+        attributed("O3", "c2", "A2", at(4, 5)),
+        attributed("O4", "c9", None, at(4, 6)),  # paid before any contact: nobody's
+        attributed("O5", "c1", "A1", at(10, 3)),  # after the week
+        lost("L1", "c8", "A1", at(5, 2)),
+        lost("L2", "c8", "A2", at(6, 2)),
+        recovered("L2", "c8", "A2", at(6, 3)),
+        lost("L3", "c9", "A1", at(7, 5)),
+    ):
+        published.add(event, source="orders", time=event.occurred_at)
+    # Redeliveries: the same envelopes, and the same events under new envelope ids.
+    count = len(published.items)
+    for index in range(0, count, 3):
+        published.again(index)
+    for index in range(1, count, 4):
+        published.again(index, new_envelope=True)
+    return scripts, published

@@ -586,6 +586,7 @@ def compute(
     csat, by_dimension, average, response = _csat(surveys, q, policy.satisfied_min_rating)
     agents, team, lost = _scorecards(scoped, order_facts, surveys, q, policy)
     top_categories, kb_misses, bot = _frequent(list(by_inquiry.values()), q, policy.top_n)
+    grid = _peak_hours(by_inquiry.values(), q, calendar)
     spam = sum(
         1
         for f in all_facts
@@ -596,7 +597,7 @@ def compute(
     return KpiReport(
         query=q,
         inquiries_opened=sum(1 for t in scoped if t.opened and q.in_period(t.opened.at)),
-        customer_messages=sum(sum(row) for row in _peak_hours(scoped, q, calendar)),
+        customer_messages=sum(sum(row) for row in grid),
         spam_filtered=spam,
         resolved_by_agent=sum(
             1
@@ -623,7 +624,7 @@ def compute(
         conversion=team,
         agents=agents,
         lost_orders=lost,
-        peak_hours=_peak_hours(by_inquiry.values(), q, calendar),
+        peak_hours=grid,
         top_categories=top_categories,
         kb_misses=kb_misses,
         bot_answer=bot,
