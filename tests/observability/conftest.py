@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from observability_kit import require_tool  # noqa: E402
+from observability_kit import require_tool
 
 
 @pytest.fixture(scope="session")

@@ -109,8 +109,8 @@ def test_every_alert_has_severity_summary_description_and_its_runbook() -> None:
 def test_each_runbook_says_what_it_means_what_to_check_and_how_to_fix() -> None:
     names = set(alerts())
     pages = {p.stem for p in RUNBOOKS_DIR.glob("*.md") if p.name != "README.md"}
-    assert pages == names, f"runbooks without alert: {pages - names}; alerts without runbook: " + str(
-        names - pages
+    assert pages == names, (
+        f"runbooks without alert: {pages - names}; alerts without runbook: {names - pages}"
     )
     index = (RUNBOOKS_DIR / "README.md").read_text("utf-8")
     for name in names:
@@ -126,7 +126,8 @@ def test_each_runbook_says_what_it_means_what_to_check_and_how_to_fix() -> None:
 
 def load_generator() -> ModuleType:
     spec = importlib.util.spec_from_file_location("kefu_dashboards", GRAFANA_DIR / "dashboards.py")
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
@@ -156,7 +157,7 @@ def test_there_is_an_overview_a_business_and_one_dashboard_per_service() -> None
 def test_dashboards_are_valid_grafana_json() -> None:
     titles = set()
     for name, board in dashboards().items():
-        assert board["uid"] and len(board["uid"]) <= 40, name
+        assert 0 < len(board["uid"]) <= 40, name
         assert board["title"] not in titles, f"{name}: duplicate title"
         titles.add(board["title"])
         assert board["schemaVersion"] >= 36, name
@@ -168,7 +169,8 @@ def test_dashboards_are_valid_grafana_json() -> None:
             for inner in [panel, *panel.get("panels", [])]:
                 ids.append(inner["id"])
                 grid = inner["gridPos"]
-                assert 0 <= grid["x"] and grid["x"] + grid["w"] <= 24, (name, inner["title"])
+                assert grid["x"] >= 0, (name, inner["title"])
+                assert grid["x"] + grid["w"] <= 24, (name, inner["title"])
                 assert grid["h"] > 0, (name, inner["title"])
                 if inner["type"] == "row":
                     continue
@@ -190,7 +192,8 @@ def test_dashboards_are_valid_grafana_json() -> None:
 def test_provisioning_points_grafana_at_prometheus_and_the_dashboards() -> None:
     datasource = (GRAFANA_DIR / "provisioning" / "datasources" / "kefu.yml").read_text("utf-8")
     provider = (GRAFANA_DIR / "provisioning" / "dashboards" / "kefu.yml").read_text("utf-8")
-    assert "apiVersion: 1" in datasource and "apiVersion: 1" in provider
+    assert "apiVersion: 1" in datasource
+    assert "apiVersion: 1" in provider
     assert "type: prometheus" in datasource
     assert re.search(r"url: http://\S+:9090", datasource)
     assert "type: file" in provider
@@ -206,7 +209,7 @@ def test_provisioning_points_grafana_at_prometheus_and_the_dashboards() -> None:
         ('up{job=~"kefu-.+"} == 0', {"up"}),
         (
             "sum by (service) (rate(kefu_dead_letters_total[5m]))\n  / on (service)\n"
-            'sum by (service) (label_replace(rate(faststream_received_messages_total[5m]), '
+            "sum by (service) (label_replace(rate(faststream_received_messages_total[5m]), "
             '"service", "$1", "app_name", "kefu-(.+)"))',
             {"kefu_dead_letters_total", "faststream_received_messages_total"},
         ),
@@ -220,7 +223,7 @@ def test_provisioning_points_grafana_at_prometheus_and_the_dashboards() -> None:
             {"x_total", "y"},
         ),
         ('label_values(up{job=~"kefu-inquiry(-.+)?"}, instance)', {"up"}),
-        ("sum(increase(a_total{instance=~\"$instance\"}[$__range])) / 100", {"a_total"}),
+        ('sum(increase(a_total{instance=~"$instance"}[$__range])) / 100', {"a_total"}),
         ("max(a:b:rate5m) - nan + Inf", {"a:b:rate5m"}),
     ],
 )
