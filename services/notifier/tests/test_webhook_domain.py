@@ -181,6 +181,19 @@ def test_a_subscription_wants_matching_events_from_its_creation_on() -> None:
     assert not sub.delete(NOW).wants("inquiry.received", NOW, grace)
 
 
+def test_a_subscription_needs_well_formed_event_types() -> None:
+    with pytest.raises(ValueError, match="event_types"):
+        Subscription.create(
+            subscription_id="wh_2",
+            target_url="https://hooks.example.com/kefu",
+            event_types=("Inquiry Received",),
+            secret="whsec_0123456789abcdef",
+            description="",
+            created_by="crm",
+            now=NOW,
+        )
+
+
 def test_the_api_sees_only_the_last_characters_of_the_secret() -> None:
     assert subscription().secret_hint == "…cdef"
     generated = new_secret()

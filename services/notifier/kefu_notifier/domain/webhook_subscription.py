@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from kefu_notifier.domain.event_patterns import matches_any
+from kefu_notifier.domain.event_patterns import is_valid_pattern, matches_any
 
 
 class SubscriptionStatus(StrEnum):
@@ -103,6 +103,9 @@ class Subscription:
         created_by: str,
         now: datetime,
     ) -> Subscription:
+        bad = [p for p in event_types if not is_valid_pattern(p)]
+        if not event_types or bad:
+            raise ValueError(f"event_types: invalid or missing patterns {bad}")
         return cls(
             subscription_id=subscription_id,
             target_url=target_url,
