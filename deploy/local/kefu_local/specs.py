@@ -59,7 +59,9 @@ def asyncapi_documents() -> dict[str, str]:
     for service in SERVICES:
         document = asyncapi_document(service)
         if document is not None:
-            documents[service] = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+            # Sorted keys: subscribers registered from a set must not reorder the file.
+            text = json.dumps(document, indent=2, ensure_ascii=False, sort_keys=True)
+            documents[service] = text + "\n"
     return documents
 
 
