@@ -3,6 +3,7 @@ commerce orders, reviews and inquiry events on the real topics, and reading what
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -175,17 +176,26 @@ async def events(
     **match: Any,
 ) -> list[dict[str, Any]]:
     """Envelopes on the after-sales events topic (dicts), filtered by top-level or data fields.
-    ``settle`` keeps reading after ``expect`` arrived, to catch duplicates."""
-    got = await read_topic(
-        bootstrap,
-        settings.topic(topics.AFTERSALES_EVENTS),
-        expect=expect,
-        timeout=timeout,
-        settle=settle,
-    )
-    # The outbox relay is at least once (a restart may publish an event again, same id):
-    # consumers deduplicate on the envelope id, and so does this helper.
-    out = list({e["id"]: e for e in (r.json() for r in got)}.values())
+
+    The outbox relay is at least once (a restart may publish an event again, with the same id):
+    consumers deduplicate on the envelope id, and so does this helper, reading on until
+    ``expect`` distinct events arrived. ``settle`` keeps reading after that, to catch extras.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    want = expect
+    while True:
+        got = await read_topic(
+            bootstrap,
+            settings.topic(topics.AFTERSALES_EVENTS),
+            expect=want,
+            timeout=max(0.5, deadline - loop.time()),
+            settle=settle,
+        )
+        out = list({e["id"]: e for e in (r.json() for r in got)}.values())
+        if len(out) >= expect or loop.time() >= deadline:
+            break
+        want = len(got) + expect - len(out)
     return [e for e in out if all(e.get(k) == v or e["data"].get(k) == v for k, v in match.items())]
 
 

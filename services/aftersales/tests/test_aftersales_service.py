@@ -169,6 +169,15 @@ async def test_the_same_request_id_twice_opens_one_case(
         listed = (await client.get("/cases", params={"order_id": "O-idem"})).json()["items"]
         assert len(listed) == 1
 
+        spec = (await client.get("/asyncapi.json")).json()
+        addresses = {c["address"] for c in spec["channels"].values()}
+        assert {
+            settings.topic(topics.COMMERCE_ORDERS),
+            settings.topic(topics.INQUIRY_EVENTS),
+            settings.topic(topics.MARKETPLACE_REVIEWS),
+            settings.topic(topics.AFTERSALES_EVENTS),
+        } <= addresses
+
 
 async def test_an_inquiry_classified_as_after_sales_opens_a_case_an_agent_completes(
     service_overrides: dict[str, Any], unique: str, kafka_bootstrap: str
