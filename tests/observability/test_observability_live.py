@@ -14,6 +14,7 @@ import asyncio
 import json
 import re
 import shutil
+import subprocess
 import tempfile
 import time
 import uuid
@@ -517,6 +518,26 @@ def test_every_dashboard_query_runs_on_prometheus_and_the_overview_shows_data(
     ):
         expr = grafana_to_promql(overview[title])
         wait_until(lambda expr=expr: present(system, expr), timeout=60, what=f"data for {title!r}")
+
+
+def test_every_metrics_page_follows_prometheus_naming_conventions(
+    system: System, promtool: str
+) -> None:
+    """`promtool check metrics`: counters end in _total, base units, HELP on every metric."""
+    wait_until(
+        lambda: present(system, 'kefu_inquiry_sla_alarms_total{alarm="breach"}'),
+        timeout=90,
+        what="traffic",
+    )
+    for instance in system.instances:
+        result = subprocess.run(
+            [promtool, "check", "metrics"],
+            input=system.scrape(instance),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, (instance, result.stdout, result.stderr)
 
 
 # --- label cardinality ------------------------------------------------------------------------
