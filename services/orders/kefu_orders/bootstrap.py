@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from fastapi import FastAPI
 from kefu_shared.envelope import utcnow
 from kefu_shared.http import create_http_app
+from kefu_shared.retention import RetentionJob, RetentionRule
 from kefu_shared.runtime import build_runtime
 from kefu_shared.settings import load_settings
 
@@ -66,7 +67,19 @@ def create_app(
     async def order_timers() -> None:
         await run_timers(deps, every_seconds=settings.timer_scan_seconds)
 
-    runtime.background.append(order_timers)
+    # FerretDB has no TTL index: contact evidence past its retention goes in a purge job (the
+    # timeline of a customer nobody talked to for that long is dropped whole).
+    purge = RetentionJob(
+        [RetentionRule(deps.timelines.collection, "updated_at", delete=True)],
+        period=deps.retention,
+        interval_seconds=settings.retention_scan_seconds,
+        clock=clock,
+    )
+
+    async def evidence_retention() -> None:
+        await purge.run()
+
+    runtime.background.extend([order_timers, evidence_retention])
     app = create_http_app(runtime, [api.make_router(deps)], description=DESCRIPTION)
     app.state.deps = deps
     app.state.runtime = runtime

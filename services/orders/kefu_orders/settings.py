@@ -42,6 +42,10 @@ class OrdersSettings(ServiceSettings):
         description="Contacts are kept this long (the handbook asks for at least 15 days).",
     )
 
+    retention_scan_seconds: float = Field(
+        default=3600, gt=0, description="How often contact evidence past retention is purged."
+    )
+
     # Identity verification for order changes.
     verification_code_valid_seconds: float = Field(default=600, gt=0, le=3600)
     verification_max_code_attempts: int = Field(default=3, ge=1, le=10)

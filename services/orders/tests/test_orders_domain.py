@@ -372,3 +372,10 @@ def test_a_change_wrong_in_itself_is_invalid_naming_the_field(
         _change(order, Proof("order_details", receiver="王芳", phone="13812345678"), lines=lines)
     assert caught.value.field == field
     assert order.audit == []
+
+
+def test_a_card_number_in_the_buyers_note_is_never_stored() -> None:
+    order = placed(buyer_note="请开发票 卡号 4111 1111 1111 1111")
+    assert "4111" not in order.buyer_note
+    assert order.review is not None
+    assert "4111" not in order.review.note

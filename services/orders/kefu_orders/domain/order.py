@@ -50,6 +50,7 @@ from kefu_shared.contracts.orders import (
     ReviewReason,
     SalesChannel,
 )
+from kefu_shared.pii import redact_card_numbers
 from kefu_shared.topics import Channel
 from pydantic import BaseModel, Field
 
@@ -507,7 +508,8 @@ def first_seen(
         shipping_fee_cents=event.shipping_fee_cents,
         total_cents=event.total_cents,
         address=event.address,
-        buyer_note=event.buyer_note,
+        # Customers type anything into the note, card numbers included: never stored.
+        buyer_note=redact_card_numbers(event.buyer_note),
         requested_courier=event.requested_courier,
         price_exception_approved_by=event.price_exception_approved_by,
         placed_at=placed_at,

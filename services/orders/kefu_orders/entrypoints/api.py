@@ -10,6 +10,7 @@ from kefu_shared.auth import MANAGERS, STAFF, Principal, Role, current_principal
 from kefu_shared.contracts.orders import ORDER_ID_PATTERN, DeliveryAddress
 from kefu_shared.correlation import current_correlation_id
 from kefu_shared.envelope import new_id
+from kefu_shared.pii import redact_card_numbers
 from kefu_shared.topics import Channel
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -343,7 +344,7 @@ def make_router(deps: Deps) -> APIRouter:
             category=body.category,
             source="recorded",
             evidence_ref=body.evidence_ref,
-            note=f"{body.channel}: {body.note}".strip(),
+            note=redact_card_numbers(f"{body.channel}: {body.note}".strip()),
             recorded_by=principal.subject,
         )
         outcome = await handlers.record_contact(
