@@ -113,11 +113,14 @@ async def test_each_case_is_surveyed_once_and_only_customers_who_may_be_asked_ar
         q1 = by_key["inquiry-Q1"]
         token = app.state.deps.links.token("inquiry-Q1")
         assert q1["parameters"]["survey_url"].endswith(f"/surveys/inquiry-Q1?token={token}")
+        # No address in inquiry events: the notifier addresses it from its contact card, on
+        # the channel the customer wrote on (chat -> app push).
         assert (q1["language"], q1["preferred_channel"], q1["requested_by"]) == (
             "en",
-            "webhook",
+            "app_push",
             "feedback",
         )
+        assert not any(q1["recipient"].values())
         as9 = by_key["aftersales-AS-9"]
         assert as9["recipient"]["email"] == "li.lei@example.com"
         assert as9["preferred_channel"] == "email"

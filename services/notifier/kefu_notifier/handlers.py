@@ -111,6 +111,7 @@ async def accept_request(
     envelope id, the same key is the same notification.
     """
     now = deps.clock()
+    request = await _with_known_contact(request, deps)
     delivery = _intake(request, message_id, correlation_id, deps, now)
 
     def decide(current: Stored | None) -> Change | None:
@@ -128,6 +129,38 @@ async def accept_request(
     if delivery.status is DeliveryStatus.PENDING:
         deps.wake_dispatcher()
     return delivery
+
+
+CONTACT_FIELD = "contact"
+ADDRESS_FIELDS = ("email", "phone", "wechat_openid", "marketplace_im_id", "app_push_token")
+
+
+async def _with_known_contact(
+    request: NotificationRequested, deps: NotifierDeps
+) -> NotificationRequested:
+    """The notifier is where kefu knows how to reach a customer.
+
+    A request that carries addresses updates the customer's contact card; a request without
+    any (e.g. a survey asked for from events that carry no personal data) is addressed from it.
+    """
+    given = {f: v for f in ADDRESS_FIELDS if (v := getattr(request.recipient, f))}
+    if not given:
+        stored = await deps.customers.load(request.customer_id)
+        known = (stored.state.get(CONTACT_FIELD) if stored else None) or {}
+        if not known:
+            return request
+        recipient = request.recipient.model_copy(update=known)
+        return request.model_copy(update={"recipient": recipient})
+
+    def remember(current: Stored | None) -> Change | None:
+        state = dict(current.state) if current else {}
+        contact = {**(state.get(CONTACT_FIELD) or {}), **given}
+        if contact == state.get(CONTACT_FIELD):
+            return None
+        return Change({**state, CONTACT_FIELD: contact})
+
+    await deps.customers.mutate(request.customer_id, remember)
+    return request
 
 
 def _intake(

@@ -413,3 +413,31 @@ async def test_opt_out_and_the_rate_limit_hold_notices_back_without_losing_them(
         ("notification.deferred", "ack-3"),
         ("notification.sent", "ack-3"),
     ]
+
+
+async def test_a_request_without_addresses_reaches_the_customer_at_the_last_known_contact(
+    make_settings: SettingsFactory, run: Run, kafka_bootstrap: str, prefix: str
+) -> None:
+    topic = prefix + topics.NOTIFICATION_REQUESTS
+    with SmtpServer() as smtp:
+        settings = make_settings(smtp_host="127.0.0.1", smtp_port=smtp.port, smtp_security="none")
+        async with run(create_app(settings)) as client:
+            await publish(kafka_bootstrap, topic, request("first", customer_id="c-77"))
+            await eventually(lambda: has_status(client, "first", "sent"))
+            # A survey asked for from events that carry no personal data: no recipient.
+            survey = request(
+                "survey-1",
+                customer_id="c-77",
+                purpose="survey_invitation",
+                template="survey_invitation",
+                parameters={"survey_url": "https://shop.example/s/1"},
+                recipient={},
+            )
+            await publish(kafka_bootstrap, topic, survey)
+            await eventually(lambda: has_status(client, "survey-1", "sent"))
+            unknown = request("nobody", customer_id="c-never-seen", recipient={})
+            await publish(kafka_bootstrap, topic, unknown)
+            await eventually(lambda: has_status(client, "nobody", "failed"))
+
+    assert [m["To"] for m in smtp.messages] == ["li.lei@example.cn", "li.lei@example.cn"]
+    assert "https://shop.example/s/1" in smtp.messages[1].get_content()

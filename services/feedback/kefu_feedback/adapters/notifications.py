@@ -6,7 +6,6 @@ import re
 from dataclasses import dataclass
 
 from kefu_shared.contracts.notifier import (
-    NotificationChannel,
     NotificationLanguage,
     NotificationPurpose,
     NotificationRecipient,
@@ -60,14 +59,12 @@ def invitation_request(
 ) -> NotificationRequested:
     """The request; raises pydantic's ValidationError if the notifier could never accept it.
 
-    Without an address of the customer (inquiry events carry none) the invitation goes to the
-    shop's webhook, which reaches the customer by id; with one, back on the customer's channel.
+    Inquiry events carry no personal data, so an inquiry's invitation names no address: the
+    notifier addresses it from the contact it already holds for the customer (it has answered
+    them before). The customer's channel is preferred either way.
     """
     recipient = _recipient(invitation.email, invitation.phone)
-    if recipient.email or recipient.phone:
-        preferred = policy.preferred_channel.get(invitation.channel or "")
-    else:
-        preferred = NotificationChannel.WEBHOOK
+    preferred = policy.preferred_channel.get(invitation.channel or "")
     return NotificationRequested(
         idempotency_key=invitation.survey_id,
         customer_id=invitation.customer_id,
