@@ -1,10 +1,10 @@
-"""Fixtures for the deployment checks: the tools (kustomize, the compose-go loader, hadolint,
-promtool, shellcheck), the rendered Kustomize overlays and the resolved Compose project.
+"""Fixtures for the deployment checks: the tools (kustomize, deploycheck, hadolint, promtool,
+shellcheck), the rendered Kustomize overlays and the resolved Compose project.
 
 Nothing here needs a Docker engine or a cluster. kustomize is installed once from the Go module
-proxy into the kefu cache (``KEFU_CACHE_DIR``, default ``~/.cache/kefu``), and so is the small
-compose-go loader in ``composecheck/``; a check whose tool genuinely cannot be had is skipped
-with the reason.
+proxy into the kefu cache (``KEFU_CACHE_DIR``, default ``~/.cache/kefu``), and ``deploycheck/``
+(compose-go, the loader of ``docker compose``, and a YAML reader) is built there once; a check
+whose tool genuinely cannot be had is skipped with the reason.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -94,14 +94,14 @@ def kustomize() -> Path:
 
 
 @pytest.fixture(scope="session")
-def composecheck() -> Path:
-    """compose-go (the loader `docker compose` uses) wrapped in a tiny program, built once."""
-    source = Path(__file__).parent / "composecheck"
+def deploycheck() -> Path:
+    """deploycheck/: compose-go (the loader `docker compose` uses) and a YAML-to-JSON reader."""
+    source = Path(__file__).parent / "deploycheck"
     digest = hashlib.sha256()
     for name in ("go.mod", "go.sum", "main.go"):
         digest.update((source / name).read_bytes())
-    target = cache_dir() / f"composecheck-{digest.hexdigest()[:12]}"
-    with _locked("composecheck"):
+    target = cache_dir() / f"deploycheck-{digest.hexdigest()[:12]}"
+    with _locked("deploycheck"):
         if target.exists():
             return target
         go = _go()
@@ -116,13 +116,37 @@ def composecheck() -> Path:
             timeout=900,
             check=False,
         )
-        assert result.returncode == 0, f"building composecheck failed:\n{result.stderr}"
+        assert result.returncode == 0, f"building deploycheck failed:\n{result.stderr}"
         return target
 
 
-def run_kustomize(kustomize: Path, directory: Path) -> list[dict[str, Any]]:
-    import yaml
+def yaml_documents(deploycheck: Path, text: str) -> list[Any]:
+    """The documents of a YAML stream (read by deploycheck: no PyYAML needed)."""
+    result = subprocess.run(
+        [str(deploycheck), "yaml2json"],
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, f"not YAML: {result.stderr}"
+    documents: list[Any] = json.loads(result.stdout)
+    return documents
 
+
+@pytest.fixture(scope="session")
+def load_yaml(deploycheck: Path) -> Callable[[Path], Any]:
+    """Read a one-document YAML file."""
+
+    def load(path: Path) -> Any:
+        (document,) = yaml_documents(deploycheck, path.read_text())
+        return document
+
+    return load
+
+
+def run_kustomize(kustomize: Path, deploycheck: Path, directory: Path) -> list[dict[str, Any]]:
     result = subprocess.run(
         [str(kustomize), "build", str(directory)],
         capture_output=True,
@@ -131,15 +155,18 @@ def run_kustomize(kustomize: Path, directory: Path) -> list[dict[str, Any]]:
         check=False,
     )
     assert result.returncode == 0, f"kustomize build {directory} failed:\n{result.stderr}"
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    return [doc for doc in yaml_documents(deploycheck, result.stdout) if doc]
 
 
 @pytest.fixture(scope="session")
 def rendered(
-    kustomize: Path, tmp_path_factory: pytest.TempPathFactory
+    kustomize: Path, deploycheck: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, list[dict[str, Any]]]:
     """Every overlay rendered, plus production with every optional component on top."""
-    out = {name: run_kustomize(kustomize, DEPLOY / "k8s" / "overlays" / name) for name in OVERLAYS}
+    out = {
+        name: run_kustomize(kustomize, deploycheck, DEPLOY / "k8s" / "overlays" / name)
+        for name in OVERLAYS
+    }
     everything = tmp_path_factory.mktemp("all-components")
     # kustomize takes relative paths only.
     components = "".join(
@@ -151,17 +178,17 @@ def rendered(
         "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
         f"resources:\n  - {production}\ncomponents:\n{components}"
     )
-    out["production+components"] = run_kustomize(kustomize, everything)
+    out["production+components"] = run_kustomize(kustomize, deploycheck, everything)
     return out
 
 
 @pytest.fixture(scope="session")
-def compose_project(composecheck: Path) -> dict[str, Any]:
+def compose_project(deploycheck: Path) -> dict[str, Any]:
     """The Compose file as `docker compose` reads it: validated, interpolated, env_files merged."""
     compose = DEPLOY / "compose" / "compose.yaml"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KEFU_", "COMPOSE_"))}
     result = subprocess.run(
-        [str(composecheck), str(compose)],
+        [str(deploycheck), "compose", str(compose)],
         cwd=compose.parent,
         env=env,
         capture_output=True,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -114,10 +115,8 @@ def test_host_ports_do_not_collide(compose_project: dict[str, Any]) -> None:
     assert len(published) == len(set(published)), published
 
 
-def test_prometheus_scrapes_every_kefu_service() -> None:
-    import yaml
-
-    config = yaml.safe_load((DEPLOY / "compose" / "prometheus" / "prometheus.yml").read_text())
+def test_prometheus_scrapes_every_kefu_service(load_yaml: Callable[[Path], Any]) -> None:
+    config = load_yaml(DEPLOY / "compose" / "prometheus" / "prometheus.yml")
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     for names in COMPOSE_WORKLOADS.values():
         for name in names:
@@ -125,7 +124,7 @@ def test_prometheus_scrapes_every_kefu_service() -> None:
             assert job["honor_labels"] is True
             assert job["static_configs"][0]["targets"] == [f"{name}:8080"]
     # The same job names as the local runner's configuration, which the alert rules assume.
-    local = yaml.safe_load((DEPLOY / "observability" / "prometheus" / "prometheus.yml").read_text())
+    local = load_yaml(DEPLOY / "observability" / "prometheus" / "prometheus.yml")
     assert {j["job_name"] for j in local["scrape_configs"]} <= set(jobs)
 
 

@@ -225,6 +225,9 @@ def builder_venvs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path | 
         return dict(zip(present, pool.map(replay, present), strict=True))
 
 
+# The first call replays every builder (uv installs, then an import that compiles every module):
+# about half a minute on an idle machine, much longer on a busy one.
+@pytest.mark.timeout(1200)
 def test_builder_stage_yields_a_venv_with_this_service_only(
     service: str, builder_venvs: dict[str, Path | BaseException]
 ) -> None:

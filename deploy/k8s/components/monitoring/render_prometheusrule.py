@@ -2,7 +2,7 @@
 source) as a PrometheusRule for the Prometheus Operator. Kustomize cannot read files outside this
 folder, hence a generated copy; deploy/tests fails when it is stale.
 
-    uv run python deploy/k8s/components/monitoring/render_prometheusrule.py
+    uv run --with pyyaml python deploy/k8s/components/monitoring/render_prometheusrule.py
 """
 
 from __future__ import annotations
