@@ -33,6 +33,7 @@ ORDERS_EVENTS = "kefu.orders.events"
 AFTERSALES_EVENTS = "kefu.aftersales.events"
 MARKETPLACE_REVIEWS = "kefu.marketplace.reviews"
 FEEDBACK_EVENTS = "kefu.feedback.events"
+SURVEY_ANSWERS = "kefu.feedback.answers"
 PRIVACY_REQUESTS = "kefu.privacy.requests"
 PRIVACY_EVENTS = "kefu.privacy.events"
 

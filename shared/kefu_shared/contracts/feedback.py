@@ -25,8 +25,8 @@ from pydantic import Field, field_validator
 from kefu_shared import topics
 from kefu_shared.envelope import EventData
 
-SURVEY_ANSWERS_TOPIC = "kefu.feedback.answers"
-"""Inbound survey answers from trusted collectors (not in ``kefu_shared.topics`` yet)."""
+SURVEY_ANSWERS_TOPIC = topics.SURVEY_ANSWERS
+"""Inbound survey answers from trusted collectors."""
 
 SURVEY_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,199}$"
 """A survey id is also a URL path segment and the notifier's idempotency key."""
