@@ -1,0 +1,1 @@
+"""kefu's benchmark: throughput, latency and memory of the pipeline against same-run baselines."""
