@@ -743,7 +743,7 @@ async def test_a_finished_case_closes_on_its_own_and_the_follow_up_event_goes_ou
         async def closed() -> bool:
             return (await client.get(f"/cases/{case_id}")).json()["state"] == "closed"
 
-        await eventually(closed, timeout=10)
+        await eventually(closed, timeout=30)
         got = await events(kafka_bootstrap, settings, expect=8, settle=1.0)
         assert types(got)[-2:] == ["aftersales.state_changed", "aftersales.case_closed"]
         follow_up = got[-1]["data"]
