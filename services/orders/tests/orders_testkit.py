@@ -168,7 +168,7 @@ async def events(
     settings: OrdersSettings,
     *,
     expect: int,
-    timeout: float = 20.0,
+    timeout: float = 45.0,
     settle: float = 0.0,
 ) -> list[dict[str, Any]]:
     got = await read_topic(
@@ -190,7 +190,7 @@ def of_type(found: list[dict[str, Any]], event_type: str, **match: Any) -> list[
 
 
 async def notifications(
-    bootstrap: str, settings: OrdersSettings, *, expect: int, timeout: float = 20.0
+    bootstrap: str, settings: OrdersSettings, *, expect: int, timeout: float = 45.0
 ) -> list[dict[str, Any]]:
     got = await read_topic(
         bootstrap, settings.topic(topics.NOTIFICATION_REQUESTS), expect=expect, timeout=timeout
@@ -199,7 +199,7 @@ async def notifications(
 
 
 async def dead_letters(
-    bootstrap: str, settings: OrdersSettings, *, expect: int, timeout: float = 20.0
+    bootstrap: str, settings: OrdersSettings, *, expect: int, timeout: float = 45.0
 ) -> list[Any]:
     return await read_topic(
         bootstrap,

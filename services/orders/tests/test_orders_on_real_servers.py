@@ -44,14 +44,15 @@ async def order_view(client: httpx.AsyncClient, order_id: str) -> dict[str, Any]
 
 
 async def until_types(
-    kafka: str, settings: OrdersSettings, counts: dict[str, int], timeout: float = 20.0
+    kafka: str, settings: OrdersSettings, counts: dict[str, int], timeout: float = 60.0
 ) -> list[dict[str, Any]]:
     """Read the events topic until it holds at least ``counts`` of each type."""
     found: list[dict[str, Any]] = []
 
     async def enough() -> bool:
         nonlocal found
-        found = await events(kafka, settings, expect=sum(counts.values()), timeout=2.0)
+        # Everything on the topic so far (the wanted types may come after others).
+        found = await events(kafka, settings, expect=10_000, timeout=2.0)
         have = Counter(e["type"] for e in found)
         return all(have[t] >= n for t, n in counts.items())
 
@@ -176,7 +177,7 @@ async def test_unpaid_orders_are_reminded_lost_for_the_duty_agent_and_expire_onc
             contacts = (await client.get("/customers/cust-saved/contacts")).json()["contacts"]
             return all(views) and len(contacts) == 1 and views[2]["status"] == "paid"  # type: ignore[index]
 
-        await eventually(all_recorded, timeout=20)
+        await eventually(all_recorded, timeout=60)
         clock.advance(minutes=11)
         await until_types(kafka_bootstrap, settings, {"order.payment_reminder_due": 2})
 
@@ -192,7 +193,7 @@ async def test_unpaid_orders_are_reminded_lost_for_the_duty_agent_and_expire_onc
         assert view["status"] == "expired"
         assert view["lost"]["agent_id"] == "duty-anna"
 
-    found = await events(kafka_bootstrap, settings, expect=100, timeout=3.0)
+    found = await events(kafka_bootstrap, settings, expect=10_000, timeout=5.0)
     fired = Counter(
         (e["type"], e["data"]["order_id"], e["data"].get("reminder"))
         for e in found
@@ -274,7 +275,7 @@ async def test_shipping_tells_the_customer_carrier_and_tracking_and_delivery_clo
         assert view is not None
         assert (view["status"], view["follow_up_closed"]) == ("delivered", True)
         assert all(t["done"] for t in view["timers"])
-    again = await events(kafka_bootstrap, settings, expect=100, timeout=2.0)
+    again = await events(kafka_bootstrap, settings, expect=10_000, timeout=5.0)
     assert len(of_type(again, "order.shipping_notice_due")) == 1  # the repeat changed nothing
 
 
@@ -289,7 +290,7 @@ async def test_changes_need_a_verified_identity_are_audited_and_are_refused_afte
     app = create_app(settings, clock=FakeClock(), new_code=lambda: "424242")
     async with running(app) as client:
         await send_orders(kafka_bootstrap, settings, placed)
-        await eventually(lambda: _exists(client, "O-chg"))
+        await eventually(lambda: _exists(client, "O-chg"), timeout=60)
 
         started = await client.post("/orders/O-chg/verifications")
         assert started.status_code == 201, started.text
@@ -387,7 +388,7 @@ async def test_changes_need_a_verified_identity_are_audited_and_are_refused_afte
             view = await order_view(client, "O-chg")
             return bool(view and view["status"] == "shipped")
 
-        await eventually(shipped)
+        await eventually(shipped, timeout=60)
         refused = await client.post(
             "/orders/O-chg/changes",
             json={
@@ -592,7 +593,7 @@ async def test_sales_attribution_follows_every_handbook_rule_whatever_order_the_
             )
 
         try:
-            await eventually(all_decided, timeout=30)
+            await eventually(all_decided, timeout=60)
         except AssertionError as exc:
             raise AssertionError(f"not decided as the handbook says: {pending}") from exc
         cut = await order_view(client, "O-price_cut_on_quoted_customer")
@@ -615,14 +616,14 @@ async def test_sales_attribution_follows_every_handbook_rule_whatever_order_the_
 
         async def published() -> bool:
             nonlocal found
-            found = await events(kafka_bootstrap, settings, expect=1000, timeout=2.0)
+            found = await events(kafka_bootstrap, settings, expect=10_000, timeout=2.0)
             latest.clear()
             for e in of_type(found, "order.attributed"):
                 latest[e["subject"]] = e["data"]
             got = {k: (v["agent_id"], v["rule"]) for k, v in latest.items() if k in expected}
             return got == expected and bool(of_type(found, "order.attribution_revoked"))
 
-        await eventually(published, timeout=20)
+        await eventually(published, timeout=60)
         closer = latest["O-closer_takes_it"]
         assert closer["consulting_agent_ids"] == ["A-closer_takes_it", "B-closer_takes_it"]
         assert closer["inquiry_id"] == "i2-closer_takes_it"
@@ -707,7 +708,7 @@ async def test_bad_input_is_dead_lettered_with_its_reason_and_out_of_order_steps
             json.dumps(bad_reply).encode(),
             other_inquiry_event.kafka_body(),  # not evidence: ignored, not dead-lettered
         )
-        dead = await dead_letters(kafka_bootstrap, settings, expect=10, timeout=30)
+        dead = await dead_letters(kafka_bootstrap, settings, expect=10, timeout=60)
         reasons = sorted(d.headers["x-dlq-reason"] for d in dead)
         assert len(dead) == 10, reasons
         expected = [
