@@ -99,7 +99,7 @@ class AgentFloor:
             await client.put(f"{self._url}/agents/{plan.agent_id}", json=body)
 
     async def work(self, should_stop: Callable[[], bool], *, shift_change_after: float) -> None:
-        async with httpx.AsyncClient(timeout=10.0) as client:
+        async with httpx.AsyncClient(timeout=30.0) as client:
             await self.prepare(client)
             loop = asyncio.get_running_loop()
             change_at = loop.time() + shift_change_after
@@ -109,7 +109,11 @@ class AgentFloor:
                     shift = 1  # the evening shift takes over; queues move to who is on duty
                     await self.start_shift(client, 1)
                 on_duty = [p for p in self._plans if p.shift == shift]
-                await asyncio.gather(*(self._work_queue(client, p) for p in on_duty))
+                results = await asyncio.gather(
+                    *(self._work_queue(client, p) for p in on_duty), return_exceptions=True
+                )
+                # A slow or refused call costs one pass, never the whole floor.
+                self.stats.errors += sum(isinstance(r, Exception) for r in results)
                 await asyncio.sleep(0.5)
 
     async def _work_queue(self, client: httpx.AsyncClient, plan: AgentPlan) -> None:

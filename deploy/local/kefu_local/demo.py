@@ -1,8 +1,9 @@
 """``kefu run``: the whole system on this machine with a simulated shop day, and live progress.
 
-Starts (or reuses) Kafka and FerretDB, starts every service as its own process, plays the shop
-day through the services' public inputs, shows what each service handled while it happens, and
-prints where to look afterwards. Ctrl-C stops everything cleanly; running it twice works.
+Starts (or reuses) Kafka and FerretDB, starts every service as its own process (the inquiry
+service twice: chat, and the other channels), plays the shop day through the services' public
+inputs, shows what each service handles while it happens, writes the supervisor's report, and
+prints where to look. Ctrl-C stops everything cleanly; running it twice works.
 """
 
 from __future__ import annotations
@@ -10,25 +11,28 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-import threading
+import signal
+import subprocess
+import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
-from kefu_shared.auth import KeyRing
+from kefu_shared.auth import KeyRing, Role
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from kefu_local.agents import AgentFloor
+from kefu_local.demo_profile import demo_environment
 from kefu_local.infra import resolve_endpoints
 from kefu_local.paths import REPO_ROOT
 from kefu_local.services import RunningService, ServiceProcesses, available_services
-from kefu_local.simulator import ShopDay, publish_messages
+from kefu_local.shop_day import DemoDay, Urls
 
 console = Console()
 
@@ -37,7 +41,6 @@ console = Console()
 class ServiceCounters:
     received: float = 0.0
     handled: float = 0.0
-    failed: float = 0.0
     dead_letters: float = 0.0
     business: dict[str, float] = field(default_factory=dict)
 
@@ -56,78 +59,77 @@ def scrape(url: str) -> ServiceCounters:
             elif sample.name == "faststream_received_processed_messages_total":
                 if sample.labels.get("status") in ("acked", "success"):
                     counters.handled += sample.value
-                else:
-                    counters.failed += sample.value
             elif sample.name == "kefu_dead_letters_total":
                 counters.dead_letters += sample.value
             elif sample.name.startswith("kefu_") and sample.name.endswith("_total"):
-                label = ",".join(f"{v}" for k, v in sorted(sample.labels.items()) if k != "service")
                 key = sample.name.removeprefix("kefu_").removesuffix("_total")
-                business[f"{key}{{{label}}}" if label else key] += sample.value
+                status = sample.labels.get("status") or sample.labels.get("outcome")
+                business[f"{key}{{{status}}}" if status else key] += sample.value
     counters.business = dict(business)
     return counters
 
 
-def render(running: list[RunningService], progress: Progress) -> Group:
-    table = Table(title="kefu services (live, from each service's /metrics)")
-    for column in ("service", "url", "messages in", "handled", "DLQ"):
-        table.add_column(column, justify="right" if column not in ("service", "url") else "left")
-    for svc in running:
-        c = scrape(svc.spec.url)
-        table.add_row(
-            svc.spec.instance,
-            svc.spec.url,
-            f"{c.received:.0f}",
-            f"{c.handled:.0f}",
-            f"{c.dead_letters:.0f}",
-        )
-    return Group(progress, table)
+def local_keyring(state_dir: Path) -> KeyRing:
+    """The token keys of a local run: made once per profile, kept beside its data."""
+    path = state_dir / "auth.json"
+    if not path.exists():
+        state_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"local-1": secrets.token_urlsafe(32)}))
+        path.chmod(0o600)
+    keys: dict[str, str] = json.loads(path.read_text())
+    return KeyRing(keys, next(iter(keys)))
 
 
-def business_summary(running: list[RunningService]) -> Table:
-    table = Table(title="what happened (business counters)")
-    table.add_column("service")
-    table.add_column("counter")
-    table.add_column("value", justify="right")
-    for svc in running:
-        for name, value in sorted(scrape(svc.spec.url).business.items()):
-            if value:
-                table.add_row(svc.spec.instance, name, f"{value:.0f}")
-    return table
+def _stop_on_sigterm() -> None:
+    """SIGTERM ends the run like Ctrl-C: the service processes are stopped, not orphaned."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def run_demo(*, profile: str, size: int, seed: int, keep_running: bool) -> int:
+    _stop_on_sigterm()
     started = time.monotonic()
     console.rule("[bold]kefu: a shop's day on real Kafka and FerretDB")
     endpoints, stop_infra = resolve_endpoints(profile, log=lambda m: console.print(f"  {m}"))
-    logs_dir = REPO_ROOT / ".kefu" / profile / "logs"
-    keyring = local_keyring(REPO_ROOT / ".kefu" / profile)
-    auth_env = {
+    state_dir = REPO_ROOT / ".kefu" / profile
+    logs_dir = state_dir / "logs"
+    keyring = local_keyring(state_dir)
+    env = {
+        **demo_environment(),
         "KEFU_AUTH_KEYS": json.dumps(dict(keyring.keys)),
         "KEFU_AUTH_SIGNING_KEY": keyring.signing_kid,
     }
-    processes = ServiceProcesses(endpoints, logs_dir, {"KEFU_DEMO": "1", **auth_env})
+    run_id = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+    processes = ServiceProcesses(endpoints, logs_dir, env, run_id=run_id)
     specs = available_services()
     try:
         console.print(f"starting {len(specs)} service processes (logs in {logs_dir}) ...")
         processes.start(specs)
         processes.wait_ready()
         console.print(f"all services ready after {time.monotonic() - started:.1f}s")
-        day = ShopDay(seed=seed, size=size)
-        planned = day.customer_messages()
-        floor = _start_agents(processes.running, seed, keyring)
-        asyncio.run(publish_messages(endpoints.kafka_bootstrap, planned))
-        console.print(f"published {len(planned)} customer messages on 5 channels (seed {seed})")
-        _watch(processes.running, expected=len(planned))
-        if floor is not None:
-            floor.finish(after=20.0)
-            stats = floor.floor.stats
-            console.print(
-                f"agents: {stats.replies} replies, {stats.resolved} resolved, "
-                f"{stats.escalations} escalations, {stats.errors} HTTP errors"
-            )
-        console.print(business_summary(processes.running))
-        _print_urls(processes.running)
+        urls = Urls(
+            inquiry=_url(processes.running, "inquiry"),
+            aftersales=_url(processes.running, "aftersales"),
+        )
+        day = DemoDay(
+            bootstrap=endpoints.kafka_bootstrap,
+            urls=urls,
+            keyring=keyring,
+            seed=seed,
+            size=size,
+            topic_prefix=processes.topic_prefix,
+        )
+        console.print(
+            f"playing the day: {len(day.messages)} customer messages, {len(day.orders)} orders "
+            f"(seed {seed}); agents on two shifts; reviews, returns and surveys follow"
+        )
+        asyncio.run(_play_with_progress(day, processes.running))
+        _summary(day, processes.running)
+        report = _write_report(processes.running, keyring)
+        _print_urls(processes.running, report)
         console.print(f"demo finished in {time.monotonic() - started:.0f}s")
         if keep_running:
             console.print("everything keeps running; Ctrl-C stops it")
@@ -143,76 +145,140 @@ def run_demo(*, profile: str, size: int, seed: int, keep_running: bool) -> int:
             stop_infra()
 
 
-@dataclass
-class RunningFloor:
-    floor: AgentFloor
-    thread: threading.Thread
-    stop: threading.Event
-
-    def finish(self, *, after: float) -> None:
-        console.print(f"agents keep working their queues for {after:.0f}s ...")
-        time.sleep(after)
-        self.stop.set()
-        self.thread.join(timeout=30)
+def _url(running: list[RunningService], service: str) -> str | None:
+    return next((s.spec.url for s in running if s.spec.service == service), None)
 
 
-def local_keyring(state_dir: Path) -> KeyRing:
-    """The token keys of a local run: made once per profile, kept beside its data."""
-    path = state_dir / "auth.json"
-    if not path.exists():
-        state_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"local-1": secrets.token_urlsafe(32)}))
-        path.chmod(0o600)
-    keys: dict[str, str] = json.loads(path.read_text())
-    return KeyRing(keys, next(iter(keys)))
-
-
-def _start_agents(
-    running: list[RunningService], seed: int, keyring: KeyRing
-) -> RunningFloor | None:
-    inquiry = next((s for s in running if s.spec.service == "inquiry"), None)
-    if inquiry is None:
-        return None
-    floor = AgentFloor(inquiry.spec.url, seed=seed, keyring=keyring)
-    stop = threading.Event()
-    thread = threading.Thread(
-        target=asyncio.run,
-        args=(floor.work(stop.is_set, shift_change_after=15.0),),
-        name="agents",
-        daemon=True,
-    )
-    thread.start()
-    return RunningFloor(floor, thread, stop)
-
-
-def _watch(running: list[RunningService], *, expected: int, timeout: float = 300.0) -> None:
-    inquiry = [s for s in running if s.spec.service == "inquiry"]
+async def _play_with_progress(day: DemoDay, running: list[RunningService]) -> None:
     progress = Progress(
-        TextColumn("customer messages handled by the inquiry service"),
+        TextColumn("{task.description:<34}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
-    task = progress.add_task("intake", total=expected)
-    deadline = time.monotonic() + timeout
-    with Live(render(running, progress), console=console, refresh_per_second=2) as live:
-        while time.monotonic() < deadline:
-            done = sum(scrape(s.spec.url).handled for s in inquiry) if inquiry else expected
-            progress.update(task, completed=min(done, expected))
-            live.update(render(running, progress))
-            if done >= expected:
-                time.sleep(3)  # let notifications and follow-ups drain
-                live.update(render(running, progress))
-                return
-            time.sleep(1)
-    console.print("[yellow]timed out waiting for the services to handle every message")
+    messages = progress.add_task("customer messages sent", total=day.progress.messages_planned)
+    orders = progress.add_task("order lifecycle steps", total=day.progress.order_steps_planned)
+    handled = progress.add_task("messages handled by inquiry", total=len(day.messages))
+    inquiry = [s for s in running if s.spec.service == "inquiry"]
+
+    def frame() -> Group:
+        p = day.progress
+        progress.update(messages, completed=p.messages_sent)
+        progress.update(orders, completed=p.order_steps_sent)
+        done = sum(
+            value
+            for svc in inquiry
+            for name, value in scrape(svc.spec.url).business.items()
+            if name.startswith("inquiry_messages")
+        )
+        progress.update(handled, completed=min(done, len(day.messages)))
+        return Group(progress, _service_table(running), _desk_line(day))
+
+    play = asyncio.create_task(day.play())
+    with Live(frame(), console=console, refresh_per_second=1) as live:
+        while not play.done():
+            live.update(await asyncio.to_thread(frame))
+            await asyncio.sleep(1.0)
+        live.update(await asyncio.to_thread(frame))
+    await play
 
 
-def _print_urls(running: list[RunningService]) -> None:
+def _service_table(running: list[RunningService]) -> Table:
+    table = Table(title="services (live, from each one's /metrics)")
+    for column in ("service", "messages in", "handled", "DLQ"):
+        table.add_column(column, justify="left" if column == "service" else "right")
+    for svc in running:
+        c = scrape(svc.spec.url)
+        table.add_row(
+            svc.spec.instance, f"{c.received:.0f}", f"{c.handled:.0f}", f"{c.dead_letters:.0f}"
+        )
+    return table
+
+
+def _desk_line(day: DemoDay) -> str:
+    d = day.progress.desk
+    floor = day.floor.stats if day.floor else None
+    agents = (
+        f"agents: {floor.replies} replies, {floor.resolved} resolved, "
+        f"{floor.escalations} escalated   "
+        if floor
+        else ""
+    )
+    return (
+        f"[dim]{day.progress.phase}[/dim]\n{agents}desk: {d.cases_opened} cases opened, "
+        f"{d.cases_closed} closed, {d.reviews_posted} reviews, {d.review_replies} replies; "
+        f"{d.surveys_answered} surveys answered"
+    )
+
+
+def _summary(day: DemoDay, running: list[RunningService]) -> None:
+    table = Table(title="what happened (business counters, all services)")
+    table.add_column("service")
+    table.add_column("counter")
+    table.add_column("value", justify="right")
+    for svc in running:
+        for name, value in sorted(scrape(svc.spec.url).business.items()):
+            if value and not name.startswith("outbox"):
+                table.add_row(svc.spec.instance, name, f"{value:.0f}")
+    console.print(table)
+
+
+def _write_report(running: list[RunningService], keyring: KeyRing) -> Path | None:
+    feedback = _url(running, "feedback")
+    if feedback is None:
+        return None
+    reports = REPO_ROOT / "reports"
+    reports.mkdir(exist_ok=True)
+    today = datetime.now(UTC).date()
+    out = reports / f"kefu-report-{today.isoformat()}.md"
+    token = keyring.issue("demo-supervisor", Role.SUPERVISOR)
+    command = [
+        sys.executable,
+        "-m",
+        "kefu_feedback.entrypoints.cli",
+        "--from",
+        (today - timedelta(days=1)).isoformat(),
+        "--to",
+        (today + timedelta(days=1)).isoformat(),
+        "--format",
+        "markdown",
+        "--out",
+        str(out),
+        "--url",
+        feedback,
+        "--token",
+        token,
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        console.print(f"[yellow]report not written: {result.stderr.strip()[-500:]}")
+        return None
+    html = reports / f"kefu-report-{today.isoformat()}.html"
+    period = {
+        "from": (today - timedelta(days=1)).isoformat(),
+        "to": (today + timedelta(days=1)).isoformat(),
+    }
+    response = httpx.get(
+        f"{feedback}/report",
+        params=period,
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=60,
+    )
+    if response.status_code == 200:
+        html.write_text(response.text)
+    return out
+
+
+def _print_urls(running: list[RunningService], report: Path | None) -> None:
     console.rule("where to look")
+    if report is not None:
+        console.print(f"supervisor's report: {report} (and .html beside it)")
     for svc in running:
         url = svc.spec.url
         console.print(
-            f"{svc.spec.instance:14} API docs {url}/docs   AsyncAPI {url}/asyncapi   "
-            f"metrics {url}/metrics   log {svc.log_file}"
+            f"{svc.spec.instance:14} {url}/docs  {url}/asyncapi  {url}/metrics  log {svc.log_file}"
         )
+    console.print(
+        "follow one customer: grep a correlation_id in the logs above, e.g. "
+        "`grep -h <correlation_id> .kefu/dev/logs/*.log`"
+    )

@@ -70,11 +70,24 @@ class RunningService:
 class ServiceProcesses:
     """Starts, health-checks and stops the service processes of one local run."""
 
-    def __init__(self, endpoints: Endpoints, logs_dir: Path, extra_env: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        endpoints: Endpoints,
+        logs_dir: Path,
+        extra_env: Mapping[str, str],
+        *,
+        run_id: str = "",
+    ) -> None:
         self._endpoints = endpoints
         self._logs_dir = logs_dir
         self._extra_env = dict(extra_env)
+        self._run_id = run_id
         self.running: list[RunningService] = []
+
+    @property
+    def topic_prefix(self) -> str:
+        """Each run its own topics and databases, so running twice never mixes two days."""
+        return f"run{self._run_id}." if self._run_id else ""
 
     def start(self, specs: tuple[ServiceSpec, ...]) -> None:
         self._logs_dir.mkdir(parents=True, exist_ok=True)
@@ -88,6 +101,9 @@ class ServiceProcesses:
                 f"{prefix}INSTANCE_ID": spec.instance,
                 **spec.env,
             }
+            if self._run_id:
+                env[f"{prefix}TOPIC_PREFIX"] = self.topic_prefix
+                env[f"{prefix}MONGODB_DATABASE"] = f"kefu_{spec.service}_{self._run_id}"
             log_file = self._logs_dir / f"{spec.instance}.log"
             with log_file.open("ab") as out:
                 process = subprocess.Popen(
