@@ -15,7 +15,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -394,6 +394,20 @@ def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}: {last!r}")
         time.sleep(interval)
+
+
+def wait_until_none_missing(
+    missing: Callable[[], Collection[Any]], *, timeout: float, what: str
+) -> None:
+    """Call ``missing`` until it returns nothing; fail naming what was still missing."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = missing()
+        if not left:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"after {timeout:.0f}s still missing {what}: {sorted(left)}")
+        time.sleep(0.5)
 
 
 def iter_rule_exprs(rules_text: str) -> Iterator[tuple[str, str]]:

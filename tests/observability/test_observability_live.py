@@ -54,13 +54,19 @@ from observability_kit import (
     prometheus_config_for_test,
     samples,
     wait_until,
+    wait_until_none_missing,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+
+# Deadlines for things that take seconds on an idle machine; generous, because the test servers
+# are shared and a busy machine slows every step (they only matter when something is wrong).
+PATIENCE = 180.0
 
 JOURNEY_TRACE_ID = "5cf0a1e2b3c4d5e6f708192a3b4c5d6e"
 JOURNEY_PARENT = "1a2b3c4d5e6f7081"
 HTTP_TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
+BROKEN_TRACE_ID = "7d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a"  # a message that breaks its contract
 KB_QUESTION = "请问可以开发票吗？"
 GHOST_JOB = "kefu-ghost"  # a target nobody listens on: KefuServiceDown must go pending for it
 
@@ -83,6 +89,10 @@ class System:
     logs_dir: Path
     correlation_id: str
     customers: list[str] = field(default_factory=list)
+
+    @property
+    def broken_id(self) -> str:
+        return f"broken-obs{self.token}"
 
     @property
     def services(self) -> set[str]:
@@ -220,8 +230,21 @@ async def push_traffic(system: System, bootstrap: str) -> None:
             key=customer.encode(),
             headers=envelope.kafka_headers(),
         )
-    # Not JSON at all: straight to kefu.inquiry.dlq.
+    # Not JSON at all, and an envelope whose data breaks the contract: both to the DLQ.
     await produce(bootstrap, inbound["chat"], [b"\x00not a customer message"], key=b"junk")
+    _, broken = customer_message(system.token, 99, "chat", "x", correlation_id=system.broken_id)
+    body = json.loads(broken.kafka_body())
+    del body["data"]["content"]
+    await produce(
+        bootstrap,
+        inbound["chat"],
+        [json.dumps(body).encode()],
+        key=b"broken",
+        headers={
+            **broken.kafka_headers(),
+            "traceparent": f"00-{BROKEN_TRACE_ID}-{JOURNEY_PARENT}-01",
+        },
+    )
     if "orders" in system.services:
         await produce(
             bootstrap,
@@ -275,7 +298,7 @@ def system(infra: Endpoints, prometheus_binary: str) -> Iterator[System]:
     )
     try:
         processes.start(tuple(instances.values()))
-        processes.wait_ready(timeout=180)
+        processes.wait_ready(timeout=300)
         prometheus.start()
         # Both inquiry instances answer from the same knowledge base (one database).
         inquiry = next(name for name, s in instances.items() if s.service == "inquiry")
@@ -293,7 +316,7 @@ def system(infra: Endpoints, prometheus_binary: str) -> Iterator[System]:
                 **auth_header(),
                 "traceparent": f"00-{HTTP_TRACE_ID}-b7ad6b7169203331-01",
             },
-            timeout=30,
+            timeout=PATIENCE,
         )
         assert response.status_code == 201, response.text
         asyncio.run(push_traffic(system, infra.kafka_bootstrap))
@@ -337,7 +360,7 @@ def test_prometheus_scrapes_every_running_service(system: System) -> None:
         up = {r["metric"]["job"] for r in present(system, 'up{job=~"kefu-.+"} == 1')}
         return jobs - up
 
-    wait_until(lambda: not all_up(), timeout=60, what=f"jobs up: missing {all_up()}")
+    wait_until_none_missing(all_up, timeout=PATIENCE, what="jobs up")
 
 
 def test_prometheus_finds_consumer_red_lag_dead_letter_and_outbox_series(system: System) -> None:
@@ -364,7 +387,7 @@ def test_prometheus_finds_consumer_red_lag_dead_letter_and_outbox_series(system:
     def missing() -> list[str]:
         return [expr for expr in expected if not present(system, expr)]
 
-    wait_until(lambda: not missing(), timeout=90, what=f"series: {missing()}")
+    wait_until_none_missing(missing, timeout=PATIENCE, what="series")
 
 
 def test_prometheus_finds_the_business_series(system: System) -> None:
@@ -394,7 +417,7 @@ def test_prometheus_finds_the_business_series(system: System) -> None:
     def missing() -> list[str]:
         return [expr for expr in expected if not present(system, expr)]
 
-    wait_until(lambda: not missing(), timeout=90, what=f"series: {missing()}")
+    wait_until_none_missing(missing, timeout=PATIENCE, what="series")
 
 
 def test_every_alert_rule_loads_evaluates_and_service_down_goes_pending(system: System) -> None:
@@ -403,7 +426,7 @@ def test_every_alert_rule_loads_evaluates_and_service_down_goes_pending(system: 
         never = "0001-01-01T00:00:00Z"
         return [r for g in groups for r in g["rules"] if r.get("lastEvaluation", never) != never]
 
-    loaded = wait_until(rules, timeout=30, what="evaluated rules")
+    loaded = wait_until(rules, timeout=PATIENCE, what="evaluated rules")
     names = {r["name"] for r in loaded}
     assert names == {
         name for p in RULES_DIR.glob("*.yml") for name, _ in iter_rule_exprs(p.read_text())
@@ -417,7 +440,7 @@ def test_every_alert_rule_loads_evaluates_and_service_down_goes_pending(system: 
             f'ALERTS{{alertname="KefuServiceDown", job="{GHOST_JOB}", alertstate="pending"}}',
         )
 
-    wait_until(ghost_alert, timeout=30, what="KefuServiceDown pending for the ghost target")
+    wait_until(ghost_alert, timeout=PATIENCE, what="KefuServiceDown pending for the ghost target")
     firing_for_running = present(
         system,
         'ALERTS{alertname="KefuServiceDown", job=~"'
@@ -447,7 +470,7 @@ def dashboard_queries() -> list[tuple[str, str, str]]:
 def test_every_dashboard_query_names_a_metric_the_services_export(system: System) -> None:
     wait_until(
         lambda: present(system, 'kefu_inquiry_sla_alarms_total{alarm="breach"}'),
-        timeout=90,
+        timeout=PATIENCE,
         what="traffic",
     )
     exported = system.exported_names() | {"up"}  # `up` is Prometheus's own per-target series
@@ -517,7 +540,9 @@ def test_every_dashboard_query_runs_on_prometheus_and_the_overview_shows_data(
         "Instances up by job",
     ):
         expr = grafana_to_promql(overview[title])
-        wait_until(lambda expr=expr: present(system, expr), timeout=60, what=f"data for {title!r}")
+        wait_until(
+            lambda expr=expr: present(system, expr), timeout=PATIENCE, what=f"data for {title!r}"
+        )
 
 
 def test_every_metrics_page_follows_prometheus_naming_conventions(
@@ -526,7 +551,7 @@ def test_every_metrics_page_follows_prometheus_naming_conventions(
     """`promtool check metrics`: counters end in _total, base units, HELP on every metric."""
     wait_until(
         lambda: present(system, 'kefu_inquiry_sla_alarms_total{alarm="breach"}'),
-        timeout=90,
+        timeout=PATIENCE,
         what="traffic",
     )
     for instance in system.instances:
@@ -535,7 +560,7 @@ def test_every_metrics_page_follows_prometheus_naming_conventions(
             input=system.scrape(instance),
             capture_output=True,
             text=True,
-            timeout=60,
+            timeout=PATIENCE,
         )
         assert result.returncode == 0, (instance, result.stdout, result.stderr)
 
@@ -568,7 +593,7 @@ FREE_LABELS = {"handler", "destination", "topic", "group", "le", "quantile"}
 def test_labels_are_bounded_enumerations_without_customer_or_order_ids(system: System) -> None:
     wait_until(
         lambda: present(system, 'kefu_inquiry_sla_alarms_total{alarm="breach"}'),
-        timeout=90,
+        timeout=PATIENCE,
         what="traffic",
     )
     ids_we_sent = [system.token, *system.customers]
@@ -613,19 +638,20 @@ def test_one_trace_follows_the_customer_from_inquiry_to_the_notifier_with_store_
     # The services whose state this journey changes: their store calls are in the trace.
     stores = {"kefu-inquiry", "kefu-notifier"} | ({"kefu-feedback"} & must)
 
-    def complete() -> bool:
+    def incomplete() -> set[str]:
         found = journey_services(system)
-        if not must <= set(found):
-            return False
+        left = {f"spans of {service}" for service in must - set(found)}
+        left |= {
+            f"store calls of {service}"
+            for service in stores & set(found)
+            if not any(map(is_store_call, found[service]))
+        }
         # PRODUCER spans of the notifier: its notification.* events went out in this trace.
-        notifier_published = any(s.kind == 4 for s in found["kefu-notifier"])
-        return notifier_published and all(any(map(is_store_call, found[s])) for s in stores)
+        if not any(s.kind == 4 for s in found.get("kefu-notifier", [])):
+            left.add("the notifier's published events")
+        return left
 
-    wait_until(
-        complete,
-        timeout=90,
-        what=f"the journey's spans (have {sorted(journey_services(system))})",
-    )
+    wait_until_none_missing(incomplete, timeout=PATIENCE, what="in the journey's trace")
     found = journey_services(system)
     assert len(found) >= 3, f"one trace across {sorted(found)}"
     for service in must:
@@ -640,34 +666,48 @@ def test_an_http_request_continues_the_callers_trace_with_its_store_calls(system
     def spans() -> list[ReceivedSpan]:
         return system.receiver.trace(HTTP_TRACE_ID)
 
-    wait_until(lambda: any(map(is_store_call, spans())), timeout=30, what="HTTP trace spans")
+    wait_until(lambda: any(map(is_store_call, spans())), timeout=PATIENCE, what="HTTP trace spans")
     server = [s for s in spans() if s.kind == 2]  # SERVER
     assert [s.name for s in server] == ["POST /knowledge-base/articles"]
     assert {s.service for s in spans()} == {"kefu-inquiry"}
     assert server[0].parent_id == "b7ad6b7169203331"
 
 
-def test_logs_are_json_with_the_journeys_trace_and_correlation_ids(system: System) -> None:
-    def journey_lines() -> list[dict[str, Any]]:
-        found = []
-        for path in system.logs_dir.glob("*.log"):
-            for line in path.read_text("utf-8", errors="replace").splitlines():
-                if JOURNEY_TRACE_ID in line:
-                    entry = json.loads(line)
-                    found.append(entry)
-        return found
-
-    lines = wait_until(journey_lines, timeout=60, what="log lines with the journey's trace id")
-    for entry in lines:
-        assert entry["trace_id"] == JOURNEY_TRACE_ID
-        assert re.fullmatch(r"[0-9a-f]{16}", entry["span_id"])
-        assert entry["service"] in system.services
-    assert any(e.get("correlation_id") == system.correlation_id for e in lines), lines
-    # Every line a service writes is one JSON object (uvicorn's and FastStream's too).
-    for path in system.logs_dir.glob("*.log"):
+def log_lines(system: System) -> list[dict[str, Any]]:
+    """Every line the services wrote, each parsed as the one JSON object it must be."""
+    lines = []
+    for path in sorted(system.logs_dir.glob("*.log")):
         for line in path.read_text("utf-8", errors="replace").splitlines():
             if line.strip():
-                json.loads(line)
+                try:
+                    lines.append(json.loads(line))
+                except ValueError:
+                    raise AssertionError(f"{path.name}: not a JSON log line: {line!r}") from None
+    return lines
+
+
+def test_logs_are_json_with_trace_and_correlation_ids(system: System) -> None:
+    # The notifier's delivery of the bot's answer is logged inside the journey's trace.
+    journey = wait_until(
+        lambda: [e for e in log_lines(system) if e.get("trace_id") == JOURNEY_TRACE_ID],
+        timeout=PATIENCE,
+        what="log lines with the journey's trace id",
+    )
+    for entry in journey:
+        assert re.fullmatch(r"[0-9a-f]{16}", entry["span_id"])
+        assert entry["service"] in system.services
+    assert any(e["service"] == "notifier" for e in journey), journey
+    # Work done while handling a message carries the message's correlation id as well: the
+    # contract-breaking message is dead-lettered with its trace and correlation ids.
+    [dead] = wait_until(
+        lambda: [e for e in log_lines(system) if e.get("trace_id") == BROKEN_TRACE_ID],
+        timeout=PATIENCE,
+        what="the dead-letter log line of the broken message",
+    )
+    assert dead["level"] == "ERROR"
+    assert dead["service"] == "inquiry"
+    assert dead["correlation_id"] == system.broken_id
+    assert "content: Field required" in dead["message"]
 
 
 def test_without_an_otlp_endpoint_nothing_is_exported() -> None:
