@@ -132,7 +132,7 @@ def test_builder_installs_this_services_own_dependency_list(service: str) -> Non
 
 def _replay_builder(service: str, workdir: Path) -> Path:
     """Run the builder stage's COPY and RUN steps here, with the same uv commands."""
-    uv = shutil.which("uv")
+    uv = os.environ.get("UV") or shutil.which("uv")  # `uv run` names itself in $UV
     if uv is None:
         pytest.skip("uv is not on PATH")
     _, stages = parse_dockerfile(dockerfile(service).read_text())

@@ -140,6 +140,8 @@ def test_other_pods_meet_the_restricted_pod_security_standard(
             assert container["securityContext"]["allowPrivilegeEscalation"] is False
             assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
             assert {"cpu", "memory"} <= set(container["resources"]["limits"])
+        # Every ConfigMap key it reads is rendered (raises otherwise).
+        container_env(rendered[variant], pod["containers"][0], EXTERNAL_SECRETS)
     for namespace in of_kind(rendered[variant], "Namespace").values():
         labels = namespace["metadata"]["labels"]
         assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
