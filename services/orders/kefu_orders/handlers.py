@@ -3,6 +3,7 @@ with its events and notification requests in one document write (the outbox)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from kefu_shared.dead_letter import PoisonMessage
 from kefu_shared.documents import Change, Stored, VersionedDocumentStore
 from kefu_shared.envelope import Envelope, new_id, utcnow
 from kefu_shared.outbox import OutboxMessage
+from pymongo.errors import ConnectionFailure
 
 from kefu_orders.adapters.metrics import OrdersMetrics
 from kefu_orders.adapters.mongo import OrderQueries, RosterStore
@@ -274,32 +276,39 @@ async def fire_due_timers(deps: Deps) -> int:
     now = deps.now()
     fired = 0
     for order_id in await deps.queries.due(now):
-        order = await deps.queries.get(order_id)
-        if order is None:
-            continue
-        contacts = await evidence(order.customer_id, deps)
-        captured: dict[str, list[OrderEvent]] = {}
-
-        def decide(
-            stored: Stored | None,
-            contacts: list[Contact] = contacts,
-            captured: dict[str, list[OrderEvent]] = captured,
-        ) -> Change | None:
-            current = _order(stored)
-            if current is None:
-                return None
-            decision = domain.fire_due(current, deps.rules, contacts, now)
-            if decision is None:
-                return None
-            captured["events"] = decision.events
-            return _change(decision, deps, Context())
-
-        outcome = await deps.orders.mutate(order_id, decide)
-        if outcome.changed:
-            events = captured.get("events", [])
-            fired += len(events)
-            _count(events, deps)
+        try:
+            fired += await _fire_order(order_id, now, deps)
+        except (ConnectionFailure, asyncio.CancelledError):
+            raise
+        except Exception:
+            # One broken order must not hold back every other order's timers.
+            log.exception("timers of order %s failed; retried at the next scan", order_id)
     return fired
+
+
+async def _fire_order(order_id: str, now: datetime, deps: Deps) -> int:
+    order = await deps.queries.get(order_id)
+    if order is None:
+        return 0
+    contacts = await evidence(order.customer_id, deps)
+    captured: dict[str, list[OrderEvent]] = {}
+
+    def decide(stored: Stored | None) -> Change | None:
+        current = _order(stored)
+        if current is None:
+            return None
+        decision = domain.fire_due(current, deps.rules, contacts, now)
+        if decision is None:
+            return None
+        captured["events"] = decision.events
+        return _change(decision, deps, Context())
+
+    outcome = await deps.orders.mutate(order_id, decide)
+    if not outcome.changed:
+        return 0
+    events = captured.get("events", [])
+    _count(events, deps)
+    return len(events)
 
 
 # -- verified changes ---------------------------------------------------------------------------
