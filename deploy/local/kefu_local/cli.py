@@ -105,7 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    args = build_parser().parse_args(argv)
+    args, extra = build_parser().parse_known_args(argv)
+    if extra and args.command != "test":
+        build_parser().error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:  # `kefu test -x -k outbox`: pytest's own options pass through
+        args.pytest_args = [*extra, *args.pytest_args]
     code: int = args.func(args)
     return code
 
