@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -540,9 +541,7 @@ def test_every_dashboard_query_runs_on_prometheus_and_the_overview_shows_data(
         "Instances up by job",
     ):
         expr = grafana_to_promql(overview[title])
-        wait_until(
-            lambda expr=expr: present(system, expr), timeout=PATIENCE, what=f"data for {title!r}"
-        )
+        wait_until(partial(present, system, expr), timeout=PATIENCE, what=f"data for {title!r}")
 
 
 def test_every_metrics_page_follows_prometheus_naming_conventions(
@@ -715,7 +714,7 @@ def test_without_an_otlp_endpoint_nothing_is_exported() -> None:
     from kefu_shared.observability import make_tracer_provider
 
     provider = make_tracer_provider("probe")
-    processors = provider._active_span_processor._span_processors  # type: ignore[attr-defined]
+    processors = provider._active_span_processor._span_processors
     assert processors == ()
     start = time.perf_counter()
     tracer = provider.get_tracer("probe")
