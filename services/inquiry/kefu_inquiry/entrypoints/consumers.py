@@ -20,6 +20,13 @@ def _handler(
     channel: Channel, deps: Deps
 ) -> Callable[[Envelope[CustomerMessage]], Awaitable[None]]:
     async def on_customer_message(envelope: Envelope[CustomerMessage]) -> None:
+        # Data that happens to parse as a message inside another event's envelope is not one.
+        expected = (CustomerMessage.event_type, CustomerMessage.event_version)
+        if (envelope.type, envelope.version) != expected:
+            raise PoisonMessage(
+                f"type: expected {expected[0]} v{expected[1]}, got {envelope.type} "
+                f"v{envelope.version}"
+            )
         message = envelope.data
         if message.channel is not channel:
             # A message on the wrong topic would be counted and timed under the wrong channel.
