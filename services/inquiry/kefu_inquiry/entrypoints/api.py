@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, HTTPException, Path, status
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, status
+from kefu_shared.auth import MANAGERS, STAFF, Role, requires
 from kefu_shared.contracts.inquiry import Category, Contact, CustomerMessage, Department
 from kefu_shared.correlation import current_correlation_id
 from kefu_shared.envelope import new_id
@@ -20,6 +21,13 @@ from kefu_inquiry.domain.routing import Agent, Level
 from kefu_inquiry.handlers import Context, Deps
 
 Id = Annotated[str, Path(min_length=1, max_length=200)]
+
+# Roles (DOMAIN.md 6, least privilege): the shop's systems post messages; agents work
+# inquiries; supervisors and admins shape agents and the knowledge base.
+INTAKE = [Depends(requires(Role.SERVICE, Role.ADMIN))]
+READ = [Depends(requires(*STAFF, Role.SERVICE))]
+WORK = [Depends(requires(*STAFF))]
+MANAGE = [Depends(requires(*MANAGERS))]
 REPLY_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,199}$"
 
 
@@ -151,7 +159,9 @@ def _field_error(field: str, message: str) -> HTTPException:
 def router(deps: Deps) -> APIRouter:
     api = APIRouter()
 
-    @api.post("/messages", status_code=202, tags=["intake"], response_model=Accepted)
+    @api.post(
+        "/messages", status_code=202, tags=["intake"], response_model=Accepted, dependencies=INTAKE
+    )
     async def post_message(message: CustomerMessage) -> Accepted:
         """A customer message from a push channel (same contract as the inbound topics)."""
         if message.channel not in deps.channels:
@@ -160,14 +170,14 @@ def router(deps: Deps) -> APIRouter:
         received = await handlers.receive_message(message, deps, _ctx())
         return Accepted(inquiry_id=received.inquiry_id, outcome=received.outcome)
 
-    @api.get("/inquiries/{inquiry_id}", tags=["inquiries"])
+    @api.get("/inquiries/{inquiry_id}", tags=["inquiries"], dependencies=READ)
     async def get_inquiry(inquiry_id: Id) -> InquiryView:
         inquiry = await deps.queries.get(inquiry_id)
         if inquiry is None:
             raise HTTPException(404, detail=f"no inquiry {inquiry_id}")
         return InquiryView.of(inquiry)
 
-    @api.get("/customers/{customer_id}/inquiries", tags=["inquiries"])
+    @api.get("/customers/{customer_id}/inquiries", tags=["inquiries"], dependencies=READ)
     async def customer_history(customer_id: Id) -> list[InquiryView]:
         """The history follows the customer, across channels."""
         return [InquiryView.of(i) for i in await deps.queries.of_customer(customer_id)]
@@ -179,7 +189,7 @@ def router(deps: Deps) -> APIRouter:
             raise _http_error(exc) from exc
         return InquiryView.of(inquiry)
 
-    @api.post("/inquiries/{inquiry_id}/replies", tags=["agents"])
+    @api.post("/inquiries/{inquiry_id}/replies", tags=["agents"], dependencies=WORK)
     async def post_reply(inquiry_id: Id, body: ReplyBody) -> InquiryView:
         if not body.text and not body.quick_reply_id:
             raise _field_error("text", "give text or quick_reply_id")
@@ -195,7 +205,7 @@ def router(deps: Deps) -> APIRouter:
             )
         )
 
-    @api.post("/inquiries/{inquiry_id}/transfer", tags=["agents"])
+    @api.post("/inquiries/{inquiry_id}/transfer", tags=["agents"], dependencies=WORK)
     async def post_transfer(inquiry_id: Id, body: TransferBody) -> InquiryView:
         return await act(
             handlers.transfer(
@@ -203,36 +213,36 @@ def router(deps: Deps) -> APIRouter:
             )
         )
 
-    @api.post("/inquiries/{inquiry_id}/escalate", tags=["agents"])
+    @api.post("/inquiries/{inquiry_id}/escalate", tags=["agents"], dependencies=WORK)
     async def post_escalate(inquiry_id: Id, body: EscalateBody) -> InquiryView:
         department = None if body.to == "senior" else Department(body.to)
         return await act(
             handlers.escalate(inquiry_id, body.agent_id, department, body.reason, deps, _ctx())
         )
 
-    @api.post("/inquiries/{inquiry_id}/resolve", tags=["agents"])
+    @api.post("/inquiries/{inquiry_id}/resolve", tags=["agents"], dependencies=WORK)
     async def post_resolve(inquiry_id: Id, body: ResolveBody) -> InquiryView:
         return await act(handlers.resolve(inquiry_id, body.agent_id, deps, _ctx()))
 
-    @api.post("/inquiries/{inquiry_id}/reopen", tags=["agents"])
+    @api.post("/inquiries/{inquiry_id}/reopen", tags=["agents"], dependencies=WORK)
     async def post_reopen(inquiry_id: Id, body: ReopenBody) -> InquiryView:
         return await act(handlers.reopen(inquiry_id, body.agent_id, body.reason, deps, _ctx()))
 
-    @api.put("/agents/{agent_id}", tags=["agents"])
+    @api.put("/agents/{agent_id}", tags=["agents"], dependencies=MANAGE)
     async def put_agent(agent_id: Id, body: AgentBody) -> Agent:
         """Create or update an agent; coming on duty (or more capacity) pulls from the queue."""
         agent = Agent(id=agent_id, **body.model_dump())
         await handlers.put_agent(agent, deps)
         return agent
 
-    @api.get("/agents/{agent_id}", tags=["agents"])
+    @api.get("/agents/{agent_id}", tags=["agents"], dependencies=WORK)
     async def get_agent(agent_id: Id) -> Agent:
         agent = await deps.agents.get(agent_id)
         if agent is None:
             raise HTTPException(404, detail=f"no agent {agent_id}")
         return agent
 
-    @api.get("/agents/{agent_id}/queue", tags=["agents"])
+    @api.get("/agents/{agent_id}/queue", tags=["agents"], dependencies=WORK)
     async def agent_queue(agent_id: Id) -> list[InquiryView]:
         """The inquiries the agent holds, most urgent SLA first."""
         if await deps.agents.get(agent_id) is None:
@@ -241,58 +251,67 @@ def router(deps: Deps) -> APIRouter:
 
     # -- knowledge base and quick replies ---------------------------------------------------
 
-    @api.post("/knowledge-base/articles", status_code=201, tags=["knowledge base"])
+    @api.post(
+        "/knowledge-base/articles", status_code=201, tags=["knowledge base"], dependencies=MANAGE
+    )
     async def create_article(draft: ArticleDraft) -> Article:
         article = Article(id=new_id(), **draft.model_dump())
         await deps.knowledge.put_article(article)
         return article
 
-    @api.get("/knowledge-base/articles", tags=["knowledge base"])
+    @api.get("/knowledge-base/articles", tags=["knowledge base"], dependencies=WORK)
     async def list_articles(language: str | None = None) -> list[Article]:
         return await deps.knowledge.articles(language)
 
-    @api.get("/knowledge-base/articles/{article_id}", tags=["knowledge base"])
+    @api.get("/knowledge-base/articles/{article_id}", tags=["knowledge base"], dependencies=WORK)
     async def get_article(article_id: Id) -> Article:
         article = await deps.knowledge.article(article_id)
         if article is None:
             raise HTTPException(404, detail=f"no article {article_id}")
         return article
 
-    @api.put("/knowledge-base/articles/{article_id}", tags=["knowledge base"])
+    @api.put("/knowledge-base/articles/{article_id}", tags=["knowledge base"], dependencies=MANAGE)
     async def put_article(article_id: Id, draft: ArticleDraft) -> Article:
         article = Article(id=article_id, **draft.model_dump())
         await deps.knowledge.put_article(article)
         return article
 
-    @api.delete("/knowledge-base/articles/{article_id}", status_code=204, tags=["knowledge base"])
+    @api.delete(
+        "/knowledge-base/articles/{article_id}",
+        status_code=204,
+        tags=["knowledge base"],
+        dependencies=MANAGE,
+    )
     async def delete_article(article_id: Id) -> None:
         if not await deps.knowledge.delete_article(article_id):
             raise HTTPException(404, detail=f"no article {article_id}")
 
-    @api.post("/quick-replies", status_code=201, tags=["knowledge base"])
+    @api.post("/quick-replies", status_code=201, tags=["knowledge base"], dependencies=MANAGE)
     async def create_quick_reply(draft: QuickReplyDraft) -> QuickReply:
         reply = QuickReply(id=new_id(), **draft.model_dump())
         await deps.knowledge.put_quick_reply(reply)
         return reply
 
-    @api.get("/quick-replies", tags=["knowledge base"])
+    @api.get("/quick-replies", tags=["knowledge base"], dependencies=WORK)
     async def list_quick_replies() -> list[QuickReply]:
         return await deps.knowledge.quick_replies()
 
-    @api.get("/quick-replies/{reply_id}", tags=["knowledge base"])
+    @api.get("/quick-replies/{reply_id}", tags=["knowledge base"], dependencies=WORK)
     async def get_quick_reply(reply_id: Id) -> QuickReply:
         reply = await deps.knowledge.quick_reply(reply_id)
         if reply is None:
             raise HTTPException(404, detail=f"no quick reply {reply_id}")
         return reply
 
-    @api.put("/quick-replies/{reply_id}", tags=["knowledge base"])
+    @api.put("/quick-replies/{reply_id}", tags=["knowledge base"], dependencies=MANAGE)
     async def put_quick_reply(reply_id: Id, draft: QuickReplyDraft) -> QuickReply:
         reply = QuickReply(id=reply_id, **draft.model_dump())
         await deps.knowledge.put_quick_reply(reply)
         return reply
 
-    @api.delete("/quick-replies/{reply_id}", status_code=204, tags=["knowledge base"])
+    @api.delete(
+        "/quick-replies/{reply_id}", status_code=204, tags=["knowledge base"], dependencies=MANAGE
+    )
     async def delete_quick_reply(reply_id: Id) -> None:
         if not await deps.knowledge.delete_quick_reply(reply_id):
             raise HTTPException(404, detail=f"no quick reply {reply_id}")

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, Depends, HTTPException, Path, Query
+from kefu_shared.auth import STAFF, Role, requires
 from kefu_shared.contracts.notifier import (
     IDEMPOTENCY_KEY_PATTERN,
     NotificationChannel,
@@ -75,8 +76,12 @@ def _view(customer_id: str, prefs: Preferences) -> PreferencesView:
 CustomerId = Annotated[str, Path(min_length=1, max_length=128)]
 
 
+# Staff and the shop's systems read deliveries and change a customer's preferences for them.
+STAFF_OR_SERVICE = [Depends(requires(*STAFF, Role.SERVICE))]
+
+
 def make_router(deps: NotifierDeps) -> APIRouter:
-    router = APIRouter(tags=["notifier"])
+    router = APIRouter(tags=["notifier"], dependencies=STAFF_OR_SERVICE)
 
     @router.get(
         "/deliveries/{idempotency_key}",
