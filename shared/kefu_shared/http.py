@@ -7,6 +7,7 @@ lifespan's shutdown), so one ``uvicorn`` process runs the whole service.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Union
@@ -17,7 +18,7 @@ from faststream.specification import AsyncAPI
 from faststream.specification.asyncapi.site import get_asyncapi_html
 from opentelemetry import propagate
 from opentelemetry import trace as otel_trace
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
 from kefu_shared import topics
 from kefu_shared.auth import authenticate
@@ -70,6 +71,12 @@ def asyncapi_spec(runtime: ServiceRuntime, description: str = "") -> AsyncAPI:
     )
 
 
+def _route_template(request: Request) -> str:
+    route = request.scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "unmatched"
+
+
 def create_http_app(
     runtime: ServiceRuntime,
     routers: Sequence[APIRouter] = (),
@@ -92,6 +99,18 @@ def create_http_app(
     )
     tracer = runtime.tracer_provider.get_tracer("kefu.http")
     spec = asyncapi_spec(runtime, description)
+    requests_total = Counter(
+        "kefu_http_requests_total",
+        "HTTP requests answered, by route template and status code.",
+        ["service", "method", "route", "status"],
+        registry=runtime.registry,
+    )
+    request_seconds = Histogram(
+        "kefu_http_request_duration_seconds",
+        "Time to answer an HTTP request, by route template.",
+        ["service", "method", "route"],
+        registry=runtime.registry,
+    )
 
     @app.middleware("http")
     async def trace_and_correlate(request: Request, call_next):  # type: ignore[no-untyped-def]
@@ -99,15 +118,26 @@ def create_http_app(
         correlation_id = request.headers.get(CORRELATION_HEADER) or new_id()
         token = current_correlation_id.set(correlation_id)
         ctx = propagate.extract(dict(request.headers))
-        route = request.url.path
+        started = time.perf_counter()
+        status = 500
         try:
             with tracer.start_as_current_span(
-                f"{request.method} {route}", context=ctx, kind=otel_trace.SpanKind.SERVER
+                f"{request.method} {request.url.path}", context=ctx, kind=otel_trace.SpanKind.SERVER
             ) as span:
                 response: Response = await call_next(request)
-                span.set_attribute("http.status_code", response.status_code)
+                status = response.status_code
+                # The route template, never the raw path: ids must not become label values.
+                route = _route_template(request)
+                span.update_name(f"{request.method} {route}")
+                span.set_attribute("http.route", route)
+                span.set_attribute("http.status_code", status)
         finally:
             current_correlation_id.reset(token)
+            route = _route_template(request)
+            requests_total.labels(runtime.name, request.method, route, str(status)).inc()
+            request_seconds.labels(runtime.name, request.method, route).observe(
+                time.perf_counter() - started
+            )
         response.headers[CORRELATION_HEADER] = correlation_id
         return response
 

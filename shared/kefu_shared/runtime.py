@@ -15,7 +15,12 @@ from typing import Any
 
 from faststream.kafka import KafkaBroker
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from prometheus_client import CollectorRegistry
+from prometheus_client import (
+    CollectorRegistry,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+)
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -135,6 +140,10 @@ def build_runtime(
     span_processors: Sequence[SpanProcessor] = (),
 ) -> ServiceRuntime:
     registry = CollectorRegistry()
+    # CPU, memory, file descriptors and GC of this process, on the service's own registry.
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
     tracer_provider = make_tracer_provider(
         name,
         otlp_endpoint=settings.otel_exporter_otlp_endpoint,

@@ -13,21 +13,31 @@ from contextlib import contextmanager
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
 
+from kefu_shared.correlation import current_correlation_id
+
+CORRELATION_KEY = "kefu-correlation-id"
+
 
 def current_trace_carrier() -> dict[str, str]:
-    """The W3C trace context of the work being done now (empty if none)."""
+    """The W3C trace context and correlation id of the work being done now."""
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
+    correlation_id = current_correlation_id.get()
+    if correlation_id:
+        carrier[CORRELATION_KEY] = correlation_id
     return carrier
 
 
 @contextmanager
 def continue_trace(carrier: Mapping[str, str] | None) -> Iterator[None]:
+    """Run the later step inside the stored trace, with its correlation id in the logs."""
     if not carrier:
         yield
         return
     token = otel_context.attach(propagate.extract(dict(carrier)))
+    correlation = current_correlation_id.set(carrier.get(CORRELATION_KEY))
     try:
         yield
     finally:
+        current_correlation_id.reset(correlation)
         otel_context.detach(token)

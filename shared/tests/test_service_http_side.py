@@ -66,6 +66,15 @@ async def test_a_kernel_service_answers_health_readiness_metrics_and_asyncapi(
         metrics = (await http.get("/metrics")).text
         assert 'faststream_received_messages_total{app_name="kefu-hello"' in metrics
         assert "kefu_outbox_backlog_documents" in metrics
+        assert "process_resident_memory_bytes" in metrics
+        assert (
+            'kefu_http_requests_total{method="GET",route="/healthz",service="hello",status="200"}'
+            in metrics
+        )
+        await http.get("/no/such/path/12345")
+        metrics = (await http.get("/metrics")).text
+        assert 'route="unmatched"' in metrics
+        assert "12345" not in metrics  # raw paths never become label values
 
         spec = (await http.get("/asyncapi.json")).json()
         assert spec["asyncapi"].startswith("3.0")
