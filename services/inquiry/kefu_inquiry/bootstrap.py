@@ -11,11 +11,11 @@ from kefu_shared.http import create_http_app
 from kefu_shared.runtime import build_runtime
 from kefu_shared.settings import load_settings
 
-from kefu_inquiry import handlers
+from kefu_inquiry import handlers, privacy
 from kefu_inquiry.adapters import mongo
 from kefu_inquiry.adapters.metrics import InquiryMetrics
 from kefu_inquiry.domain.rules_loader import default_classifier
-from kefu_inquiry.entrypoints import api, consumers
+from kefu_inquiry.entrypoints import api, consumers, privacy_api, privacy_consumer
 from kefu_inquiry.settings import InquirySettings
 
 SERVICE = "inquiry"
@@ -52,6 +52,10 @@ def create_app(
         runtime.subscriber_options,
     )
 
+    # Erasure requests out (admin API) and in (every service erases its own data).
+    privacy_store = runtime.document_store(privacy.PRIVACY)
+    privacy_consumer.register(runtime, deps, privacy_store, clock)
+
     async def sla_timers() -> None:
         await handlers.run_every(
             settings.sla_scan_seconds, lambda: handlers.fire_due_slas(deps), "sla timers"
@@ -72,7 +76,7 @@ def create_app(
     runtime.background.extend([query_indexes, sla_timers, queue_dispatcher])
     app = create_http_app(
         runtime,
-        [api.router(deps)],
+        [api.router(deps), privacy_api.router(privacy_store, runtime.topic, clock)],
         description="Multi-channel intake, classification, bot answers, routing and SLAs.",
     )
     app.state.deps = deps

@@ -355,13 +355,17 @@ async def reply(
     text = redact_card_numbers(text)
     rid = reply_id or f"{inquiry_id}:reply:{new_id()}"
     now = deps.clock()
-    return await _act(
+    result = await _act(
         inquiry_id,
         lambda i: domain.reply(i, agent_id, text, rid, now, quick_reply_id, agent.name or agent.id),
         deps,
         ctx,
         rid,
     )
+    if current.first_response_at is None and result.first_response_at is not None:
+        waited = (result.first_response_at - result.opened_at).total_seconds()
+        deps.metrics.first_response.labels(result.channel.value).observe(max(waited, 0.0))
+    return result
 
 
 async def transfer(

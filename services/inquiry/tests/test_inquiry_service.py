@@ -208,6 +208,8 @@ async def test_routing_queue_and_agent_actions(
             json={"agent_id": first_agent, "quick_reply_id": quick.json()["id"]},
         )
         assert replied.status_code == 200, replied.text
+        metrics = (await client.get("/metrics")).text
+        assert 'kefu_inquiry_first_response_seconds_count{channel="chat"} 1.0' in metrics
         wrong = await client.post(
             f"/inquiries/{inquiry_id}/replies", json={"agent_id": other, "text": "hi"}
         )

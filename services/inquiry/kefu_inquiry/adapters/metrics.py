@@ -3,7 +3,7 @@ platform team sees (and alerts on) its own channel."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 
 class InquiryMetrics:
@@ -34,6 +34,13 @@ class InquiryMetrics:
         )
         self.assigned = Counter(
             "kefu_inquiry_assigned_total", "Assignments to agents.", ["channel"], registry=registry
+        )
+        self.first_response = Histogram(
+            "kefu_inquiry_first_response_seconds",
+            "From the customer's first message to the first human reply.",
+            ["channel"],
+            buckets=(5, 15, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 24 * 3600, 48 * 3600),
+            registry=registry,
         )
         self.sla_alarms = Counter(
             "kefu_inquiry_sla_alarms_total",
