@@ -23,4 +23,5 @@ class SurveyLinks:
         return f"{self._base_url}/surveys/{quote(survey_id, safe='')}?token={self.token(survey_id)}"
 
     def verify(self, survey_id: str, token: str) -> bool:
-        return hmac.compare_digest(self.token(survey_id), token)
+        # As bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500).
+        return hmac.compare_digest(self.token(survey_id).encode(), token.encode())
