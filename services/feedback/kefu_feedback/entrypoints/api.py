@@ -53,6 +53,12 @@ RoundId = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,99}$")]
 # --- KPIs ---------------------------------------------------------------------------------
 
 
+def _invalid(field: str, message: str) -> HTTPException:
+    """A 422 shaped like FastAPI's own (the documented HTTPValidationError): a list naming the
+    query parameter, so clients and schema checks read every 422 the same way."""
+    return HTTPException(422, [{"type": "value_error", "loc": ["query", field], "msg": message}])
+
+
 def _moment(value: str, field: str, deps: Deps) -> datetime:
     """An ISO date (midnight, shop time) or date-time (naive: shop time)."""
     try:
@@ -61,7 +67,7 @@ def _moment(value: str, field: str, deps: Deps) -> datetime:
         else:
             moment = datetime.fromisoformat(value)
     except ValueError as exc:
-        raise HTTPException(422, f"{field}: not an ISO date or date-time: {value!r}") from exc
+        raise _invalid(field, f"{field}: not an ISO date or date-time: {value!r}") from exc
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=deps.calendar.timezone)
     return moment
@@ -77,11 +83,11 @@ def kpi_query(
 ) -> KpiQuery:
     begin, finish = _moment(start, "from", deps), _moment(end, "to", deps)
     if finish <= begin:
-        raise HTTPException(422, "to: must be after from")
+        raise _invalid("to", "to: must be after from")
     if finish - begin > timedelta(days=MAX_PERIOD_DAYS):
-        raise HTTPException(422, f"to: a period is at most {MAX_PERIOD_DAYS} days")
+        raise _invalid("to", f"to: a period is at most {MAX_PERIOD_DAYS} days")
     if category is not None and category not in CATEGORIES:
-        raise HTTPException(422, f"category: unknown {category!r}; known: {CATEGORIES}")
+        raise _invalid("category", f"category: unknown {category!r}; known: {CATEGORIES}")
     return KpiQuery(
         begin,
         finish,
