@@ -75,6 +75,11 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # FastStream gives its logger a coloured stderr handler of its own at import: route it
+    # through ours instead, so every line the process writes is one JSON object.
+    faststream_logger = logging.getLogger("faststream")
+    faststream_logger.handlers.clear()
+    faststream_logger.propagate = True
     # Per-message INFO lines from FastStream would drown the service's own logs at load.
     for noisy in ("aiokafka", "uvicorn.access", "faststream"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -362,6 +362,36 @@ def service_rows(service: str) -> list[Row]:
             ],
         ),
         Row(
+            "HTTP API: rate, errors, latency by route",
+            [
+                Panel(
+                    "Requests /s by route and status",
+                    [
+                        Q(
+                            "sum by (route, status) (rate("
+                            f"kefu_http_requests_total{{{svc}}}[{RATE}]))",
+                            "{{route}} {{status}}",
+                        )
+                    ],
+                    unit="reqps",
+                    description="Route templates, never raw paths: ids are not label values.",
+                ),
+                Panel(
+                    "Latency p50 / p95 by route",
+                    [
+                        Q(
+                            f"histogram_quantile({q}, sum by (route, le) (rate("
+                            "kefu_http_request_duration_seconds_bucket"
+                            f"{{{svc}}}[{RATE}])))",
+                            f"p{int(q * 100)} {{{{route}}}}",
+                        )
+                        for q in (0.5, 0.95)
+                    ],
+                    unit="s",
+                ),
+            ],
+        ),
+        Row(
             "Consumers (FastStream): rate, errors, duration",
             [
                 Panel(
@@ -760,6 +790,21 @@ def inquiry() -> Dashboard:
                         stack=True,
                         description="opened: a new inquiry; joined: added to the customer's "
                         "open inquiry; spam; duplicate: a redelivery recognised.",
+                    ),
+                    Panel(
+                        "First response p50 / p90 by channel (customer message to agent reply)",
+                        [
+                            Q(
+                                f"histogram_quantile({q}, sum by (channel, le) (rate("
+                                "kefu_inquiry_first_response_seconds_bucket"
+                                f"{{{sel}}}[{RATE}])))",
+                                f"p{int(q * 100)} {{{{channel}}}}",
+                            )
+                            for q in (0.5, 0.9)
+                        ],
+                        unit="s",
+                        description="The handbook's response-time KPI, live; the feedback "
+                        "service computes the exact figures per period.",
                     ),
                     Panel(
                         "Rejected messages /s by channel and reason",
