@@ -56,7 +56,8 @@ class DutyRoster(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     timezone: str = "Asia/Shanghai"
-    shifts: list[Shift] = Field(default_factory=list)
+    # Bounded: the roster is one document, read whole on every order placed.
+    shifts: list[Shift] = Field(default_factory=list, max_length=500)
 
     @field_validator("timezone")
     @classmethod
