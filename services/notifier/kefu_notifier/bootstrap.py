@@ -30,6 +30,7 @@ from kefu_notifier.domain.policies import Backoff, QuietHours, RateLimit
 from kefu_notifier.domain.ports import ChannelSender, Clock
 from kefu_notifier.domain.webhook_ports import TargetGuard, WebhookPoster
 from kefu_notifier.domain.webhook_subscription import DisablePolicy
+from kefu_notifier.entrypoints import erasure_consumer
 from kefu_notifier.entrypoints.api import make_router
 from kefu_notifier.entrypoints.consumers import register_consumers
 from kefu_notifier.entrypoints.scheduler import Dispatcher, WebhookDispatcher
@@ -144,6 +145,7 @@ def create_app(
     register_consumers(runtime, deps)
 
     webhooks = build_webhooks(runtime, settings, clock or utc_now, webhook_poster, target_guard)
+    erasure_consumer.register_erasure(runtime, clock or utc_now)
     routers = [make_router(deps), make_webhook_router(webhooks)]
     return create_http_app(runtime, routers, description=DESCRIPTION)
 
