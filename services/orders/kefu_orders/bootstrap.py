@@ -16,7 +16,7 @@ from kefu_shared.settings import load_settings
 from kefu_orders.adapters import mongo, tables
 from kefu_orders.adapters.metrics import OrdersMetrics
 from kefu_orders.domain.order import Rules
-from kefu_orders.entrypoints import api, consumers
+from kefu_orders.entrypoints import api, consumers, erasure_consumer
 from kefu_orders.entrypoints.timers import run_timers
 from kefu_orders.handlers import Deps, six_digit_code
 from kefu_orders.settings import OrdersSettings
@@ -80,6 +80,7 @@ def create_app(
         await purge.run()
 
     runtime.background.extend([order_timers, evidence_retention])
+    erasure_consumer.register_erasure(runtime, clock)
     app = create_http_app(runtime, [api.make_router(deps)], description=DESCRIPTION)
     app.state.deps = deps
     app.state.runtime = runtime
