@@ -18,7 +18,7 @@ from kefu_aftersales.adapters.metrics import AftersalesMetrics
 from kefu_aftersales.domain.flows import load_flows
 from kefu_aftersales.domain.inference import load_inferrer
 from kefu_aftersales.domain.policy import load_policy
-from kefu_aftersales.entrypoints import api, consumers
+from kefu_aftersales.entrypoints import api, consumers, erasure_consumer
 from kefu_aftersales.settings import AftersalesSettings
 
 SERVICE = "aftersales"
@@ -61,6 +61,7 @@ def create_app(
         )
 
     runtime.background.append(case_timers)
+    erasure_consumer.register_erasure(runtime, clock)
     app = create_http_app(runtime, [api.router(deps)], description=DESCRIPTION)
     app.state.deps = deps
     app.state.runtime = runtime
