@@ -20,7 +20,7 @@ from kefu_feedback.adapters import store
 from kefu_feedback.adapters.metrics import FeedbackMetrics
 from kefu_feedback.domain.links import SurveyLinks
 from kefu_feedback.domain.policy import load_calendar, load_policy
-from kefu_feedback.entrypoints import api, consumers
+from kefu_feedback.entrypoints import api, consumers, erasure_consumer
 from kefu_feedback.settings import DEV_LINK_SECRET, FeedbackSettings
 
 SERVICE = "feedback"
@@ -96,6 +96,7 @@ def create_app(
         await handlers.run_every(settings.gauge_refresh_seconds, refresh, "KPI gauges")
 
     runtime.background.extend([survey_rounds, kpi_gauges])
+    erasure_consumer.register_erasure(runtime, clock)
     app = create_http_app(runtime, [api.staff_router(deps)], description=DESCRIPTION)
     # The survey link is authorised by its own token, not by a staff login: mounted on the app
     # itself, outside the kernel's staff routes.
