@@ -26,9 +26,12 @@ def settings_class(service: str) -> type[ServiceSettings]:
 
 
 def build(service: str, **overrides: Any) -> FastAPI:
+    return build_with(service, {**PLACEHOLDERS, **overrides})
+
+
+def build_with(service: str, values: dict[str, Any]) -> FastAPI:
     bootstrap = importlib.import_module(f"kefu_{service}.bootstrap")
-    settings = settings_class(service).model_validate({**PLACEHOLDERS, **overrides})
-    app: FastAPI = bootstrap.create_app(settings)
+    app: FastAPI = bootstrap.create_app(settings_class(service).model_validate(values))
     return app
 
 

@@ -15,8 +15,6 @@ from kefu_shared.runtime import ServiceRuntime
 from kefu_inquiry import privacy
 from kefu_inquiry.handlers import Context, Deps
 
-GROUP = "kefu-inquiry-privacy"
-
 
 def register(
     runtime: ServiceRuntime,
@@ -31,4 +29,5 @@ def register(
         ctx = Context(correlation_id=envelope.correlation_id, causation_id=envelope.id)
         await privacy.erase_customer(envelope.data, deps, store, clock(), ctx)
 
-    runtime.subscribe(topics.PRIVACY_REQUESTS, on_erasure_requested, group=GROUP)
+    group = f"{runtime.settings.consumer_group}-privacy"
+    runtime.subscribe(topics.PRIVACY_REQUESTS, on_erasure_requested, group=group)
