@@ -45,6 +45,8 @@ def _fmt_ratio(r: float | None) -> str:
 def _fmt_rate(v: float | None) -> str:
     if v is None:
         return "n/a"
+    if v < 1:
+        return f"{v:.2f}"
     return f"{v:,.1f}" if v < 100 else f"{v:,.0f}"
 
 
@@ -218,9 +220,10 @@ def table(results: dict[str, Any]) -> str:
     if probes and probes[0][1]:
         add("  one store command alone, ms (inquiry service paused), by stored inquiries:")
         for name in probes[0][1]:
-            add(
-                f"    {name:<52}" + "".join(f"{p.get(name, float('nan')):>9.1f}" for _, p in probes)
+            cells = "".join(
+                f"{p[name]:>9.0f}" if p.get(name) is not None else f"{'-':>9}" for _, p in probes
             )
+            add(f"    {name:<52}{cells}")
         add(f"    {'(stored inquiries)':<52}" + "".join(f"{n:>9}" for n, _ in probes))
     add("")
     add("TARGETS")

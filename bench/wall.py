@@ -18,6 +18,8 @@ import asyncio
 import contextvars
 import gc
 import json
+import os
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
@@ -33,6 +35,10 @@ from bench.payloads import ARTICLE, customer_message, shapes
 from bench.procs import create_topics, delete_topics
 
 RESULTS = Path(__file__).parent / "results"
+if os.environ.get("BENCH_TOOLS"):
+    # py-spy and pyinstrument installed with `uv pip install --target $BENCH_TOOLS ...`, out of
+    # the venv (which `uv sync` trims back to the lock file).
+    sys.path.append(os.environ["BENCH_TOOLS"])
 STEP: contextvars.ContextVar[str] = contextvars.ContextVar("bench_step", default="(background)")
 T = TypeVar("T")
 
@@ -108,7 +114,7 @@ async def profile_inquiry(
     from kefu_shared.runtime import ServiceRuntime
     from pyinstrument import Profiler
 
-    prefix = f"bench.wall{run}."
+    prefix = f"bench.wall{run}.i."
     settings = InquirySettings(
         kafka_bootstrap_servers=bootstrap,
         mongodb_uri=uri,
@@ -183,7 +189,7 @@ async def profile_notifier(
     from kefu_shared.runtime import ServiceRuntime
     from pyinstrument import Profiler
 
-    prefix = f"bench.wall{run}."
+    prefix = f"bench.wall{run}.n."
     settings = NotifierSettings(
         kafka_bootstrap_servers=bootstrap,
         mongodb_uri=uri,
