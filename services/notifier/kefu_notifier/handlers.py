@@ -31,6 +31,7 @@ from kefu_shared.contracts.notifier import (
 from kefu_shared.documents import Change, Stored, VersionedDocumentStore
 from kefu_shared.envelope import Envelope, EventData
 from kefu_shared.outbox import OutboxMessage
+from kefu_shared.pii import redact_card_numbers
 from kefu_shared.tracing import continue_trace, current_trace_carrier
 
 from kefu_notifier.adapters.metrics import NotifierMetrics
@@ -111,7 +112,7 @@ async def accept_request(
     envelope id, the same key is the same notification.
     """
     now = deps.clock()
-    request = await _with_known_contact(request, deps)
+    request = await _with_known_contact(_without_card_numbers(request), deps)
     delivery = _intake(request, message_id, correlation_id, deps, now)
 
     def decide(current: Stored | None) -> Change | None:
@@ -129,6 +130,24 @@ async def accept_request(
     if delivery.status is DeliveryStatus.PENDING:
         deps.wake_dispatcher()
     return delivery
+
+
+def _without_card_numbers(request: NotificationRequested) -> NotificationRequested:
+    """Card numbers never reach a rendered text, the delivery log or a provider (DOMAIN.md 6)."""
+    cleaned = {k: _redacted(v) for k, v in request.parameters.items()}
+    if cleaned == request.parameters:
+        return request
+    return request.model_copy(update={"parameters": cleaned})
+
+
+def _redacted(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact_card_numbers(value)
+    if isinstance(value, list):
+        return [_redacted(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _redacted(v) for k, v in value.items()}
+    return value
 
 
 CONTACT_FIELD = "contact"
