@@ -19,7 +19,7 @@ NAME, PHONE, EMAIL = "Zhao Lei", "13998765432", "zhao.lei@example.com"
 STREET = "文一西路 88 号"
 
 
-def order(customer_id: str, order_id: str) -> bytes:
+def order(customer_id: str, order_id: str, **extra: Any) -> bytes:
     event = CommerceOrderEvent.model_validate(
         {
             "kind": "placed",
@@ -49,6 +49,7 @@ def order(customer_id: str, order_id: str) -> bytes:
                 "phone": PHONE,
             },
             "placed_at": datetime.now(UTC).isoformat(),
+            **extra,
         }
     )
     return Envelope.wrap(event, source="commerce-platform").kafka_body()
