@@ -6,6 +6,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from fastapi import FastAPI
+from kefu_shared.audit import AUDIT_COLLECTION, AuditLog
 from kefu_shared.envelope import utcnow
 from kefu_shared.http import create_http_app
 from kefu_shared.runtime import build_runtime
@@ -76,7 +77,10 @@ def create_app(
     runtime.background.extend([query_indexes, sla_timers, queue_dispatcher])
     app = create_http_app(
         runtime,
-        [api.router(deps), privacy_api.router(privacy_store, runtime.topic, clock)],
+        [
+            api.router(deps, AuditLog(runtime.db[AUDIT_COLLECTION])),
+            privacy_api.router(privacy_store, runtime.topic, clock),
+        ],
         description="Multi-channel intake, classification, bot answers, routing and SLAs.",
     )
     app.state.deps = deps

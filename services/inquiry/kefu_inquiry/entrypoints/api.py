@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Path, status
-from kefu_shared.auth import MANAGERS, STAFF, Role, requires
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Request, status
+from kefu_shared.audit import AuditLog
+from kefu_shared.auth import MANAGERS, STAFF, Role, current_principal, requires
 from kefu_shared.contracts.inquiry import Category, Contact, CustomerMessage, Department
 from kefu_shared.correlation import current_correlation_id
 from kefu_shared.envelope import new_id
@@ -68,7 +70,14 @@ class InquiryView(BaseModel):
     messages: list[Message]
 
     @classmethod
-    def of(cls, inquiry: Inquiry) -> InquiryView:
+    def of(cls, inquiry: Inquiry, *, unmasked: bool = False) -> InquiryView:
+        contact = (
+            ContactView(phone=inquiry.contact.phone, email=inquiry.contact.email)
+            if unmasked
+            else ContactView(
+                phone=mask_phone(inquiry.contact.phone), email=mask_email(inquiry.contact.email)
+            )
+        )
         return cls(
             **inquiry.model_dump(
                 include={
@@ -93,9 +102,7 @@ class InquiryView(BaseModel):
                     "messages",
                 }
             ),
-            contact=ContactView(
-                phone=mask_phone(inquiry.contact.phone), email=mask_email(inquiry.contact.email)
-            ),
+            contact=contact,
             sla=[c.model_dump(mode="json") for c in inquiry.clocks],
             history=[h.model_dump(mode="json") for h in inquiry.history],
         )
@@ -156,7 +163,7 @@ def _field_error(field: str, message: str) -> HTTPException:
     )
 
 
-def router(deps: Deps) -> APIRouter:
+def router(deps: Deps, audit: AuditLog) -> APIRouter:
     api = APIRouter()
 
     @api.post(
@@ -171,11 +178,24 @@ def router(deps: Deps) -> APIRouter:
         return Accepted(inquiry_id=received.inquiry_id, outcome=received.outcome)
 
     @api.get("/inquiries/{inquiry_id}", tags=["inquiries"], dependencies=READ)
-    async def get_inquiry(inquiry_id: Id) -> InquiryView:
+    async def get_inquiry(inquiry_id: Id, request: Request, unmasked: bool = False) -> InquiryView:
+        """Contacts are masked; supervisors and admins may ask ``?unmasked=true`` (audited)."""
+        principal = current_principal(request)
+        if unmasked and principal.role not in MANAGERS:
+            raise HTTPException(403, detail="unmasked: only supervisors and admins")
         inquiry = await deps.queries.get(inquiry_id)
         if inquiry is None:
             raise HTTPException(404, detail=f"no inquiry {inquiry_id}")
-        return InquiryView.of(inquiry)
+        if unmasked:
+            await audit.record(
+                actor=principal.subject,
+                role=principal.role.value,
+                action="pii.unmasked",
+                subject=inquiry_id,
+                source=request.client.host if request.client else "",
+                reason="contact",
+            )
+        return InquiryView.of(inquiry, unmasked=unmasked)
 
     @api.get("/customers/{customer_id}/inquiries", tags=["inquiries"], dependencies=READ)
     async def customer_history(customer_id: Id) -> list[InquiryView]:
@@ -229,11 +249,36 @@ def router(deps: Deps) -> APIRouter:
         return await act(handlers.reopen(inquiry_id, body.agent_id, body.reason, deps, _ctx()))
 
     @api.put("/agents/{agent_id}", tags=["agents"], dependencies=MANAGE)
-    async def put_agent(agent_id: Id, body: AgentBody) -> Agent:
+    async def put_agent(agent_id: Id, body: AgentBody, request: Request) -> Agent:
         """Create or update an agent; coming on duty (or more capacity) pulls from the queue."""
+        before = await deps.agents.get(agent_id)
         agent = Agent(id=agent_id, **body.model_dump())
         await handlers.put_agent(agent, deps)
+        if before is None or (before.level, before.categories, before.languages) != (
+            agent.level,
+            agent.categories,
+            agent.languages,
+        ):
+            # Level and skills decide who sees which inquiries: a role-relevant change.
+            principal = current_principal(request)
+            await audit.record(
+                actor=principal.subject,
+                role=principal.role.value,
+                action="agent.level_or_skills_changed",
+                subject=agent_id,
+                source=request.client.host if request.client else "",
+                before=before.model_dump(mode="json") if before else None,
+                after=agent.model_dump(mode="json"),
+            )
         return agent
+
+    @api.get("/audit", tags=["audit"], dependencies=MANAGE)
+    async def get_audit(
+        subject: str | None = None, action: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """The audit log, newest first (append-only: there is no endpoint that changes it)."""
+        entries = await audit.entries(subject=subject, action=action, limit=limit)
+        return [{**asdict(e), "at": e.at.isoformat()} for e in entries]
 
     @api.get("/agents/{agent_id}", tags=["agents"], dependencies=WORK)
     async def get_agent(agent_id: Id) -> Agent:
