@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from fastapi import FastAPI
 from kefu_shared.audit import AUDIT_COLLECTION, AuditLog
@@ -74,7 +74,15 @@ def create_app(
         # works; the indexes only speed queries up, so building them after start is fine.
         await handlers.run_until_done(lambda: mongo.create_indexes(runtime.db), "indexes")
 
-    runtime.background.extend([query_indexes, sla_timers, queue_dispatcher])
+    async def transcript_retention() -> None:
+        period = timedelta(days=settings.retention_days)
+        await handlers.run_every(
+            settings.retention_scan_seconds,
+            lambda: privacy.purge_transcripts(deps, period),
+            "retention",
+        )
+
+    runtime.background.extend([query_indexes, sla_timers, queue_dispatcher, transcript_retention])
     app = create_http_app(
         runtime,
         [

@@ -10,7 +10,7 @@ record, applied once per consumed message so a redelivery publishes nothing new.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from kefu_shared import topics
 from kefu_shared.contracts.inquiry import Contact
@@ -18,6 +18,7 @@ from kefu_shared.contracts.privacy import CustomerDataErased, CustomerErasureReq
 from kefu_shared.documents import Change, Stored, VersionedDocumentStore
 from kefu_shared.envelope import Envelope
 from kefu_shared.outbox import OutboxMessage
+from kefu_shared.retention import PURGED
 
 from kefu_inquiry.domain.inquiry import Inquiry
 from kefu_inquiry.handlers import SOURCE, Context, Deps
@@ -105,3 +106,38 @@ async def erase_customer(
 
     await store.mutate(f"erased:{request.request_id}", record, message_id=ctx.causation_id or None)
     return erased
+
+
+async def purge_transcripts(deps: Deps, period: timedelta) -> int:
+    """Retention: message texts of inquiries resolved longer than ``period`` ago are purged.
+
+    The kernel's RetentionJob sets whole fields; here the texts sit inside the messages list,
+    so each inquiry is rewritten through its store (ids, times and categories stay for KPIs).
+    """
+    cutoff = deps.clock() - period
+    old = deps.inquiries.collection.find(
+        {"resolved_at": {"$lt": cutoff}}, {"_id": 1, "messages.content": 1}
+    )
+    due = [
+        str(d["_id"])
+        async for d in old
+        if any(m.get("content") not in (PURGED, ERASED) for m in d.get("messages") or [])
+    ]
+    purged = 0
+
+    def purge(current: Stored | None) -> Change | None:
+        if current is None:
+            return None
+        inquiry = Inquiry.from_state(current.state)
+        if inquiry.resolved_at is None or inquiry.resolved_at >= cutoff:
+            return None  # reopened since the scan
+        messages = [
+            m if m.content in (PURGED, ERASED) else m.model_copy(update={"content": PURGED})
+            for m in inquiry.messages
+        ]
+        return Change(inquiry.model_copy(update={"messages": messages}).to_state())
+
+    for inquiry_id in due:
+        if (await deps.inquiries.mutate(inquiry_id, purge)).changed:
+            purged += 1
+    return purged

@@ -32,6 +32,11 @@ class InquirySettings(ServiceSettings):
         default=0.6, gt=0, le=1, description="Share of an article's keywords a message must hit."
     )
     sla_scan_seconds: float = Field(default=1.0, gt=0, le=60)
+    retention_scan_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="How often message texts past KEFU_INQUIRY_RETENTION_DAYS are purged.",
+    )
     dispatch_scan_seconds: float = Field(
         default=5.0, gt=0, le=300, description="How often the waiting queue is offered to agents."
     )

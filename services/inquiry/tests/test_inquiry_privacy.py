@@ -83,3 +83,28 @@ async def test_an_admin_erasure_request_is_published_and_inquiry_erases_the_cust
     )
     for personal in ("王芳", "13812345678", "wang.fang@example.com", "包裹"):
         assert personal not in dump
+
+
+async def test_message_texts_of_inquiries_resolved_past_the_retention_period_are_purged(
+    service_overrides: dict[str, Any], unique: str
+) -> None:
+    # Retention shortened to about a second, scanned every 0.2 s.
+    settings = make_settings(
+        service_overrides, unique, retention_days=1.5 / 86400, retention_scan_seconds=0.2
+    )
+    async with running(create_app(settings)) as client:
+        old = await client.post("/messages", json=message("我要退货", customer_id="c-old"))
+        kept = await client.post("/messages", json=message("还没处理", customer_id="c-open"))
+        old_id, open_id = old.json()["inquiry_id"], kept.json()["inquiry_id"]
+        resolved = await client.post(f"/inquiries/{old_id}/resolve", json={})
+        assert resolved.status_code == 200, resolved.text
+
+        async def purged() -> bool:
+            view = (await client.get(f"/inquiries/{old_id}")).json()
+            return all("purged" in m["content"] for m in view["messages"])
+
+        await eventually(purged, timeout=30)
+        view = (await client.get(f"/inquiries/{old_id}")).json()
+        assert view["status"] == "resolved"  # the record stays for the KPIs
+        still_open = (await client.get(f"/inquiries/{open_id}")).json()
+        assert [m["content"] for m in still_open["messages"]] == ["还没处理"]
