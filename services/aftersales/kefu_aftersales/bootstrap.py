@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from kefu_shared.audit import AUDIT_COLLECTION, AUDIT_INDEXES, AuditLog
 from kefu_shared.envelope import utcnow
 from kefu_shared.http import create_http_app
+from kefu_shared.retention import RetentionJob, RetentionRule
 from kefu_shared.runtime import build_runtime
 from kefu_shared.settings import load_settings
 
@@ -62,6 +63,22 @@ def create_app(
 
     runtime.background.append(case_timers)
     erasure_consumer.register_erasure(runtime, clock)
+    # FerretDB has no TTL indexes: customers' free text past its retention goes in a purge job.
+    retention = RetentionJob(
+        [
+            RetentionRule(
+                runtime.db[mongo.CASES], timestamp_field="closed_at", fields=("description", "note")
+            )
+        ],
+        period=timedelta(days=settings.retention_days),
+        interval_seconds=settings.retention_scan_seconds,
+        clock=clock,
+    )
+
+    async def free_text_retention() -> None:
+        await retention.run()
+
+    runtime.background.append(free_text_retention)
     app = create_http_app(runtime, [api.router(deps)], description=DESCRIPTION)
     app.state.deps = deps
     app.state.runtime = runtime

@@ -15,6 +15,11 @@ from kefu_aftersales.domain.policy import load_policy
 
 class AftersalesSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="KEFU_AFTERSALES_", extra="ignore", frozen=True)
+    retention_scan_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="How often free text past the retention period (retention_days) is purged.",
+    )
 
     http_port: int = Field(default=8085, ge=1, le=65535)
     policy_file: str = Field(
