@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from fastapi import FastAPI
 from kefu_shared.envelope import utcnow
 from kefu_shared.http import create_http_app
+from kefu_shared.retention import RetentionJob, RetentionRule
 from kefu_shared.runtime import build_runtime
 from kefu_shared.settings import load_settings
 from kefu_shared.topics import Channel
@@ -97,6 +98,24 @@ def create_app(
 
     runtime.background.extend([survey_rounds, kpi_gauges])
     erasure_consumer.register_erasure(runtime, clock)
+    # FerretDB has no TTL indexes: customers' free text past its retention goes in a purge job.
+    retention = RetentionJob(
+        [
+            RetentionRule(
+                runtime.db[store.SURVEYS],
+                timestamp_field="answer.answered_at",
+                fields=("answer.comment",),
+            )
+        ],
+        period=timedelta(days=settings.retention_days),
+        interval_seconds=settings.retention_scan_seconds,
+        clock=clock,
+    )
+
+    async def free_text_retention() -> None:
+        await retention.run()
+
+    runtime.background.append(free_text_retention)
     app = create_http_app(runtime, [api.staff_router(deps)], description=DESCRIPTION)
     # The survey link is authorised by its own token, not by a staff login: mounted on the app
     # itself, outside the kernel's staff routes.

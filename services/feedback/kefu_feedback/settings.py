@@ -11,6 +11,11 @@ DEV_LINK_SECRET = "kefu-dev-survey-link-secret"
 
 class FeedbackSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="KEFU_FEEDBACK_", extra="ignore", frozen=True)
+    retention_scan_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="How often free text past the retention period (retention_days) is purged.",
+    )
 
     http_port: int = Field(default=8086, ge=1, le=65535)
 
