@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -457,5 +458,20 @@ def router(deps: Deps) -> APIRouter:
                 for ln in order.lines
             ],
         )
+
+    @api.get(
+        "/audit",
+        tags=["audit"],
+        dependencies=[Managers],
+        summary="The audit log (supervisor overrides, policy exceptions), newest first.",
+    )
+    async def get_audit(
+        subject: Annotated[str | None, Query(max_length=200)] = None,
+        action: Annotated[str | None, Query(max_length=100)] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    ) -> list[dict[str, Any]]:
+        """Append-only: no endpoint changes or deletes an entry."""
+        found = await deps.audit.entries(subject=subject, action=action, limit=limit)
+        return [{**asdict(e), "at": e.at.isoformat()} for e in found]
 
     return api
