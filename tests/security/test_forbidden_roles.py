@@ -32,6 +32,9 @@ FORBIDDEN = [
     ("orders", Role.SERVICE, "POST", "/contacts"),
     ("aftersales", Role.AGENT, "POST", "/cases/c-1/decision"),  # overrides: supervisors
     ("aftersales", Role.SERVICE, "POST", "/cases/c-1/review-reply"),
+    ("aftersales", Role.AGENT, "GET", "/audit"),  # the audit log: supervisors and admins
+    ("inquiry", Role.SENIOR_AGENT, "GET", "/audit"),
+    ("orders", Role.AGENT, "GET", "/orders/o-1/audit"),
     ("feedback", Role.AGENT, "POST", "/survey-rounds"),
     ("feedback", Role.SERVICE, "POST", "/survey-rounds"),
 ]
