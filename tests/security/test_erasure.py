@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from kefu_shared import topics
 from kefu_shared.contracts.inquiry import CustomerMessage
 from kefu_shared.contracts.orders import CommerceOrderEvent
@@ -74,7 +76,9 @@ async def test_an_erasure_request_is_confirmed_by_all_five_services_and_leaves_n
     unique: str,
     kafka_bootstrap: str,
     mongo_client: AsyncMongoClient[dict[str, Any]],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO)  # the services log at INFO; drivers log documents at DEBUG
     customer = f"c-erase-{unique[-6:]}"
     prefix = service_overrides["topic_prefix"]
     async with fleet(service_overrides, unique) as clients:
@@ -123,3 +127,10 @@ async def test_an_erasure_request_is_confirmed_by_all_five_services_and_leaves_n
     # Ids and amounts needed for accounting stay.
     assert f"O-{unique[-6:]}" in after["orders"]
     assert "19800" in after["orders"]
+    # Logs name ids, never contacts: nothing the journey logged holds the phone or e-mail.
+    leaky = [
+        f"{r.name}: {r.getMessage()[:200]}"
+        for r in caplog.records
+        if PHONE in r.getMessage() or EMAIL in r.getMessage()
+    ]
+    assert leaky == []
