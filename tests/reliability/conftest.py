@@ -1,6 +1,6 @@
 """Fixtures of the reliability tests: Kafka and FerretDB of their own (the ``faults`` profile,
-so stopping them disturbs no other test), and one fleet of the five services as processes,
-shared by the modules of this folder to keep the suite's time bounded."""
+so stopping them disturbs no other test), and a fleet of the five services as processes per
+module (a crash test's backlog must not slow the next module's outcomes down)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def faults() -> Iterator[LocalInfra]:
             infra.down()
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="module")
 def fleet(faults: LocalInfra) -> Iterator[Fleet]:
     workdir = Path(tempfile.mkdtemp(prefix="kefu-reliability-"))
     fleet = Fleet(faults.endpoints, workdir)

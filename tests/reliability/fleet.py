@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from kefu_local.infra import Endpoints, LocalInfra
+from kefu_local.infra import Endpoints, InfraError, LocalInfra
 from kefu_shared.auth import KeyRing, Role
 
 FAULTS_PROFILE = "faults"
@@ -66,7 +66,21 @@ def stop_component(infra: LocalInfra, name: str, grace: float = 30.0) -> None:
 def restart_component(infra: LocalInfra, name: str, away_seconds: float = 0.0) -> None:
     stop_component(infra, name)
     time.sleep(away_seconds)
-    infra.up()
+    bring_up(infra)
+
+
+def bring_up(infra: LocalInfra, attempts: int = 3) -> None:
+    """``infra.up()``, again if it gives up too early: on a loaded machine the runner's
+    liveness probe can misread a JVM that is still starting as exited, and a second ``up()``
+    reuses the process if it does run."""
+    for attempt in range(attempts):
+        try:
+            infra.up()
+            return
+        except InfraError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(3)
 
 
 def _alive(pid: int) -> bool:

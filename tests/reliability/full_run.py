@@ -1,10 +1,11 @@
 """The full-size reliability runs of issue 13, as a command that prints the counts.
 
-    uv run python -m tests.reliability.full_run --crash --poison --outage
+    uv run python -m tests.reliability.full_run --crash --poison --outage --fuzz
 
 Defaults are the issue's sizes: 10,000 inquiries and 2,000 orders with every service killed
 three times and the broker restarted once; 1,000 poison messages; store and broker each away
-for 30 s. ``--inquiries``, ``--orders``, ``--kills``, ``--poison-count``, ``--outage-seconds``
+for 30 s; schemathesis with its coverage phase and 50 examples per operation against every
+service. ``--inquiries``, ``--orders``, ``--kills``, ``--poison-count``, ``--outage-seconds``
 make it smaller. Everything runs on the local runner's ``faults`` profile (Kafka 29192,
 FerretDB 27057), never on the servers other tests share; ``--keep-infra`` leaves it running.
 Exit status 1 when a run found a problem.
@@ -14,14 +15,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import logging
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from kefu_local.infra import LocalInfra
+
 from .crash import CrashConfig, run_crash
-from .fleet import faults_infra
+from .fleet import Fleet, delete_topics, faults_infra
+from .fuzz import FuzzConfig, FuzzResult, run_schemathesis
 from .outage import OutageConfig, run_outage
 from .poison import PoisonConfig, run_poison
 
@@ -30,11 +36,27 @@ def _log(message: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
 
 
+def run_fuzz(infra: LocalInfra, workdir: Path, config: FuzzConfig) -> list[FuzzResult]:
+    fleet = Fleet(infra.endpoints, workdir)
+    try:
+        fleet.start_all()
+        fleet.wait_ready(timeout=300)
+        names = ("notifier", "inquiry-chat", "orders", "aftersales", "feedback")
+        return [run_schemathesis(fleet, name, config, workdir) for name in names]
+    finally:
+        fleet.stop_all()
+        fleet.drop_databases()
+        asyncio.run(delete_topics(infra.endpoints.kafka_bootstrap, fleet.prefix))
+
+
 def main(argv: list[str] | None = None) -> int:
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     parser = argparse.ArgumentParser(prog="python -m tests.reliability.full_run")
     parser.add_argument("--crash", action="store_true", help="the crash test")
     parser.add_argument("--poison", action="store_true", help="the poison test")
     parser.add_argument("--outage", action="store_true", help="the dependency outage test")
+    parser.add_argument("--fuzz", action="store_true", help="schemathesis on every service")
+    parser.add_argument("--fuzz-examples", type=int, default=50)
     parser.add_argument("--inquiries", type=int, default=10_000)
     parser.add_argument("--orders", type=int, default=2_000)
     parser.add_argument("--kills", type=int, default=3, help="SIGKILLs per service process")
@@ -55,8 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-infra", action="store_true")
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args(argv)
-    if not (args.crash or args.poison or args.outage):
-        parser.error("choose at least one of --crash, --poison, --outage")
+    if not (args.crash or args.poison or args.outage or args.fuzz):
+        parser.error("choose at least one of --crash, --poison, --outage, --fuzz")
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="kefu-reliability-"))
     infra = faults_infra(_log)
@@ -93,6 +115,22 @@ def main(argv: list[str] | None = None) -> int:
             print("\nOUTAGE TEST")
             print("\n".join(oreport.lines()), flush=True)
             failed |= bool(oreport.problems)
+        if args.fuzz:
+            fconfig = FuzzConfig(
+                max_examples=args.fuzz_examples, phases="examples,coverage,fuzzing", seed=args.seed
+            )
+            _log(f"schemathesis: {fconfig}")
+            freports = run_fuzz(infra, workdir / "fuzz", fconfig)
+            print("\nSCHEMATHESIS")
+            for r in freports:
+                print(
+                    f"  {r.instance:<14} {r.tested_operations}/{r.selected_operations} operations, "
+                    f"{r.test_cases} cases, {len(r.failures)} failures, {len(r.errors)} errors"
+                )
+                for failure in r.failures:
+                    print(f"    FAILURE {json.dumps(failure)[:300]}")
+                failed |= bool(r.failures or r.errors)
+            sys.stdout.flush()
     finally:
         if not args.keep_infra:
             infra.down()

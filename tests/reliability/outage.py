@@ -24,7 +24,7 @@ import httpx
 from kefu_local.infra import LocalInfra
 from kefu_shared import topics
 
-from .fleet import Fleet, Log, delete_topics, stop_component
+from .fleet import Fleet, Log, bring_up, delete_topics, stop_component
 from .traffic import Producer, TopicLog, inquiry_messages
 
 PUSH_CHANNELS = ("email", "social", "marketplace")  # POSTed to /messages by their adapters
@@ -184,7 +184,7 @@ async def _phase(
         await watch
         await asyncio.sleep(max(0.0, until - loop.time()))
         log(f"starting {dependency} again after {loop.time() - t0:.0f}s")
-        await asyncio.to_thread(infra.up)
+        await asyncio.to_thread(bring_up, infra)
         back = loop.time()
         await _wait_ready_again(fleet, result, back, config.converge_seconds, pids)
     finally:
@@ -256,6 +256,7 @@ async def outage_scenario(
     fleet: Fleet, infra: LocalInfra, config: OutageConfig, log: Log = print
 ) -> OutageReport:
     """Store away, broker away, store stalled, on a running ``fleet``."""
+    await asyncio.to_thread(fleet.wait_ready, None, 300.0)
     rng = random.Random(config.seed)
     report = OutageReport()
     pids = {name: inst.pid for name, inst in fleet.instances.items()}

@@ -275,6 +275,7 @@ async def poison_scenario(
     fleet: Fleet, infra: LocalInfra, config: PoisonConfig, log: Log = print
 ) -> PoisonReport:
     """Poison mixed with good records on a running ``fleet``; then the dead-letter topics."""
+    await asyncio.to_thread(fleet.wait_ready, None, 300.0)
     rng = random.Random(config.seed)
     report = PoisonReport()
     started = time.monotonic()
