@@ -235,7 +235,7 @@ class Kefu:
             await self.producer.stop()
         await self.collector.stop()
         procs = [*self.inquiries, *([self.notifier] if self.notifier else [])]
-        await asyncio.gather(*(asyncio.to_thread(p.stop, 8.0) for p in procs))
+        await asyncio.gather(*(asyncio.to_thread(p.stop, 5.0) for p in procs))
         await self.mongo.close()
 
     # -- data ---------------------------------------------------------------------------------
