@@ -8,7 +8,7 @@ plain documents replaced whole, so a PUT is idempotent.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -52,12 +52,17 @@ def _strip(doc: dict[str, Any]) -> dict[str, Any]:
 class InquiryQueries:
     """Read side over the inquiries collection (writes go through the store)."""
 
-    def __init__(self, collection: Collection) -> None:
+    def __init__(
+        self,
+        collection: Collection,
+        opened: Callable[[dict[str, Any]], dict[str, Any]] = lambda state: state,
+    ) -> None:
         self._c = collection
+        self._opened = opened  # decrypts sealed contact fields (adapters.encryption)
 
     async def get(self, inquiry_id: str) -> Inquiry | None:
         doc = await self._c.find_one({"_id": inquiry_id})
-        return Inquiry.from_state(_strip(doc)) if doc else None
+        return Inquiry.from_state(self._opened(_strip(doc))) if doc else None
 
     async def loads(self) -> Counter[str]:
         """Open assignments per agent. Counted from the inquiries themselves, so there is no
@@ -81,13 +86,13 @@ class InquiryQueries:
 
     async def of_agent(self, agent_id: str) -> list[Inquiry]:
         cursor = self._c.find({"status": Status.ASSIGNED.value, "agent_id": agent_id})
-        items = [Inquiry.from_state(_strip(d)) for d in await cursor.to_list()]
+        items = [Inquiry.from_state(self._opened(_strip(d))) for d in await cursor.to_list()]
         # Most urgent first: the one whose SLA fires soonest.
         return sorted(items, key=lambda i: (i.sla_next_at is None, i.sla_next_at or i.opened_at))
 
     async def of_customer(self, customer_id: str, limit: int = 50) -> list[Inquiry]:
         cursor = self._c.find({"customer_id": customer_id}).sort("opened_at", -1).limit(limit)
-        return [Inquiry.from_state(_strip(d)) for d in await cursor.to_list()]
+        return [Inquiry.from_state(self._opened(_strip(d))) for d in await cursor.to_list()]
 
 
 class AgentDirectory:
