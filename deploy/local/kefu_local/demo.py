@@ -229,6 +229,8 @@ def _write_report(running: list[RunningService], keyring: KeyRing) -> Path | Non
         return None
     reports = REPO_ROOT / "reports"
     reports.mkdir(exist_ok=True)
+    # The period is read in the shop's time zone (Asia/Shanghai, up to 14 h ahead of UTC
+    # elsewhere): from yesterday to the day after tomorrow (UTC dates) always covers "now".
     today = datetime.now(UTC).date()
     out = reports / f"kefu-report-{today.isoformat()}.md"
     token = keyring.issue("demo-supervisor", Role.SUPERVISOR)
@@ -239,7 +241,7 @@ def _write_report(running: list[RunningService], keyring: KeyRing) -> Path | Non
         "--from",
         (today - timedelta(days=1)).isoformat(),
         "--to",
-        (today + timedelta(days=1)).isoformat(),
+        (today + timedelta(days=2)).isoformat(),
         "--format",
         "markdown",
         "--out",
@@ -256,7 +258,7 @@ def _write_report(running: list[RunningService], keyring: KeyRing) -> Path | Non
     html = reports / f"kefu-report-{today.isoformat()}.html"
     period = {
         "from": (today - timedelta(days=1)).isoformat(),
-        "to": (today + timedelta(days=1)).isoformat(),
+        "to": (today + timedelta(days=2)).isoformat(),
     }
     response = httpx.get(
         f"{feedback}/report",

@@ -78,7 +78,7 @@ class DemoDay:
     def stop(self) -> None:
         self._stopping = True
 
-    async def play(self, *, settle_seconds: float = 25.0) -> None:
+    async def play(self, *, settle_seconds: float = 45.0) -> None:
         background = []
         if self.floor is not None:
             background.append(
