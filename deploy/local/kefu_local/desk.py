@@ -22,7 +22,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from kefu_shared.auth import KeyRing, Role
 from kefu_shared.contracts.aftersales import MarketplaceReview
-from kefu_shared.contracts.feedback import SurveyAnswerSubmitted
+from kefu_shared.contracts.feedback import Dimension, SurveyAnswerSubmitted
 from kefu_shared.envelope import Envelope
 from kefu_shared.topics import FEEDBACK_EVENTS, MARKETPLACE_REVIEWS, SURVEY_ANSWERS
 
@@ -33,7 +33,7 @@ REVIEW_TEXTS = {
     4: ("不错，还会再买", "Good, will buy again"),
     5: ("正品，非常满意！", "Genuine and excellent!"),
 }
-DIMENSIONS = ("product_quality", "service_efficiency", "price", "user_experience", "after_sales")
+DIMENSIONS = tuple(Dimension)
 
 
 @dataclass
@@ -158,7 +158,7 @@ class AftersalesDesk:
         response = await client.get(f"{self._url}/cases", params=params, headers=self._agent)
         if response.status_code != 200:
             return
-        for case in response.json():
+        for case in response.json()["items"]:
             if self._rng.random() < 0.25:
                 continue  # missed by the desk: this one goes overdue
             body = {

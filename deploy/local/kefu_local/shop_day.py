@@ -172,8 +172,8 @@ class DemoDay:
                     await desk.answer_reviews(client)
                     await desk.received_parcels(client)
                     await desk.work_cases(client)
-                except httpx.HTTPError:
-                    self.progress.desk.errors += 1
+                except (httpx.HTTPError, KeyError, TypeError, ValueError):
+                    self.progress.desk.errors += 1  # one bad answer costs one pass, not the desk
                 await asyncio.sleep(1.5)
 
 
