@@ -1,93 +1,26 @@
-"""Erasure of one customer's personal data (PIPL, the right to deletion).
+"""Which of kefu-feedback's data goes when a customer asks to be erased: ``data/erasure.json``.
 
-What goes is data, not code: ``erasure.json`` lists, per collection, the field holding the
-customer id and the fields to blank. Ids, amounts, states and timestamps stay (accounting and
-KPIs need them). Versioned documents get their version bumped in the same update, so a writer
-that read the document before the erasure fails its compare-and-set, rereads and keeps the
-erasure. Blanking is idempotent; the confirmation ``CustomerDataErased`` goes out once, through
-the outbox of an erasure record applied at most once per consumed message.
+The mechanism (blank the listed fields, confirm once through the outbox) is the kernel's
+``kefu_shared.erasure``, shared by every service.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from datetime import datetime
+from functools import partial
 from pathlib import Path
-from typing import Any
 
-from kefu_shared import topics
-from kefu_shared.contracts.privacy import CustomerDataErased, CustomerErasureRequested
-from kefu_shared.documents import Change, Stored, VersionedDocumentStore
-from kefu_shared.envelope import Envelope
-from kefu_shared.mongo import Document
-from kefu_shared.outbox import OutboxMessage
-from pymongo.asynchronous.database import AsyncDatabase
-
-Database = AsyncDatabase[Document]
+from kefu_shared.erasure import ERASURES, ErasureRule, blank_customer
+from kefu_shared.erasure import erase_customer as _erase_customer
+from kefu_shared.erasure import load_rules as _load_rules
 
 SOURCE = "feedback"
-ERASURES = "privacy_erasures"
 TABLE = Path(__file__).resolve().parent.parent / "data" / "erasure.json"
 
-
-@dataclass(frozen=True)
-class ErasureRule:
-    collection: str
-    match: str  # the field holding the customer id
-    blank: dict[str, Any]  # field (dotted paths allowed) -> the value it gets
-    only_if: str | None = None  # a sub-document that must exist for dotted paths
-    versioned: bool = True
+__all__ = ["ERASURES", "ErasureRule", "blank_customer", "erase_customer", "load_rules"]
 
 
 def load_rules(path: Path = TABLE) -> list[ErasureRule]:
-    return [ErasureRule(**rule) for rule in json.loads(path.read_text())["rules"]]
+    return _load_rules(path)
 
 
-async def blank_customer(db: Database, customer_id: str, rules: list[ErasureRule]) -> int:
-    """Blank the customer's personal fields everywhere; returns the documents touched."""
-    touched = 0
-    for rule in rules:
-        query: dict[str, Any] = {rule.match: customer_id}
-        if rule.only_if:
-            query[rule.only_if] = {"$ne": None}
-        update: dict[str, Any] = {"$set": rule.blank}
-        if rule.versioned:
-            update["$inc"] = {"version": 1}
-        result = await db[rule.collection].update_many(query, update)
-        touched += result.modified_count
-    return touched
-
-
-async def erase_customer(
-    request: CustomerErasureRequested,
-    envelope: Envelope[Any],
-    db: Database,
-    rules: list[ErasureRule],
-    store: VersionedDocumentStore,
-    topic_of: Any,
-    now: datetime,
-) -> None:
-    touched = await blank_customer(db, request.customer_id, rules)
-
-    def record(current: Stored | None) -> Change | None:
-        if current is not None:
-            return None
-        event = CustomerDataErased(
-            request_id=request.request_id,
-            customer_id=request.customer_id,
-            service=SOURCE,
-            documents=touched,
-            erased_at=now,
-        )
-        out = Envelope.wrap(
-            event,
-            source=SOURCE,
-            correlation_id=envelope.correlation_id,
-            causation_id=envelope.id,
-            event_id=f"{SOURCE}:{request.request_id}",
-        )
-        state = {"customer_id": request.customer_id, "documents": touched, "erased_at": now}
-        return Change(state, [OutboxMessage.from_envelope(out, topic_of(topics.PRIVACY_EVENTS))])
-
-    await store.mutate(f"erased:{request.request_id}", record, message_id=envelope.id)
+erase_customer = partial(_erase_customer, service=SOURCE)
