@@ -213,10 +213,11 @@ async def _lost(fleet: Fleet, infra: LocalInfra, phases: list[PhaseResult], seco
     try:
         while True:
             await reader.poll(3.0)
+            # Spam is recorded too, as inquiry.spam_filtered instead of inquiry.received.
             received = {
                 str((e.get("data") or {}).get("message_id"))
                 for e in reader.envelopes(topics.INQUIRY_EVENTS)
-                if e.get("type") == "inquiry.received"
+                if e.get("type") in ("inquiry.received", "inquiry.spam_filtered")
             }
             for p in phases:
                 p.lost = sorted(set(p.produced + p.accepted) - received)

@@ -56,13 +56,11 @@ def test_work_accepted_while_the_broker_is_away_is_counted(outage: OutageReport)
 
 
 @pytest.mark.xfail(
-    strict=True,
-    reason="kernel bug (kefu_shared.broker: idempotent producer): an outbox publish that times "
-    "out while the broker is away leaves a gap in the producer's sequence numbers; from then "
-    "on every publish of that process fails with OutOfOrderSequenceNumber, the relay retries "
-    "forever, /readyz still says ready, and the events of work accepted meanwhile (here the "
-    "inquiry.received of messages POSTed during the outage) never reach Kafka until the "
-    "process is restarted",
+    strict=False,  # intermittent: only when a publish is in flight as the broker goes away
+    reason="kernel bug (kefu_shared.broker, idempotent aiokafka producer): an outbox publish "
+    "cut off by the broker going away can leave a partition's producer sequence with a gap; "
+    "every later publish to it fails with OutOfOrderSequenceNumber for minutes (seen: 19 of "
+    "20 orders' events held back for more than 4 minutes) while /readyz says ready",
 )
 def test_no_work_accepted_while_the_broker_is_away_is_lost(outage: OutageReport) -> None:
     broker = outage.phase(f"kafka away {SMALL.outage_seconds:.0f}s")
