@@ -11,7 +11,7 @@ import pytest
 from kefu_local.infra import LocalInfra
 
 from .fleet import Fleet
-from .poison import MALFORMED, PoisonConfig, PoisonReport, poison_scenario
+from .poison import PoisonConfig, PoisonReport, poison_scenario
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -36,11 +36,6 @@ def test_every_poison_record_reaches_the_dead_letter_topic_of_each_consumer(
 
 def test_a_record_at_the_brokers_size_limit_is_dead_lettered_too(poison: PoisonReport) -> None:
     assert poison.missing_by_kind.get("size:at_the_limit", 0) == 0
-
-
-def test_every_kind_of_breakage_was_sent(poison: PoisonReport) -> None:
-    # 150 records cover each malformed kind on each of the nine inbound topics at least once.
-    assert SMALL.poison >= 9 * len(MALFORMED)
 
 
 def test_dead_letters_carry_the_reason(poison: PoisonReport) -> None:
