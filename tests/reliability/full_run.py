@@ -102,14 +102,23 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(report.lines()), flush=True)
             failed |= bool(report.problems)
         if args.poison:
-            pconfig = PoisonConfig(poison=args.poison_count, good=args.good_count, seed=args.seed)
+            pconfig = PoisonConfig(
+                poison=args.poison_count,
+                good=args.good_count,
+                converge_seconds=args.converge_seconds,
+                seed=args.seed,
+            )
             _log(f"poison test: {pconfig}")
             preport = asyncio.run(run_poison(infra, workdir / "poison", pconfig, _log))
             print("\nPOISON TEST")
             print("\n".join(preport.lines()), flush=True)
             failed |= bool(preport.problems)
         if args.outage:
-            oconfig = OutageConfig(outage_seconds=args.outage_seconds, seed=args.seed)
+            oconfig = OutageConfig(
+                outage_seconds=args.outage_seconds,
+                converge_seconds=args.converge_seconds,
+                seed=args.seed,
+            )
             _log(f"outage test: {oconfig}")
             oreport = asyncio.run(run_outage(infra, workdir / "outage", oconfig, _log))
             print("\nOUTAGE TEST")
