@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import random
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 from kefu_shared.auth import KeyRing, Role
+
+# Simulated agents close a case once the conversation has been quiet this long.
+RESOLVE_AFTER_QUIET_SECONDS = 8.0
 
 CATEGORIES = ["product", "order", "payment", "logistics", "after_sales", "complaint"]
 
@@ -60,6 +65,7 @@ class AgentStats:
     resolved: int = 0
     transfers: int = 0
     escalations: int = 0
+    reopened: int = 0
     errors: int = 0
 
 
@@ -73,6 +79,8 @@ class AgentFloor:
         self._plans = roster(seed)
         self.stats = AgentStats()
         self._quick: dict[str, str] = {}
+        # customer -> the inquiry an agent last resolved for them, until it is reopened
+        self._resolved_for: dict[str, str] = {}
 
     def _as(self, subject: str, role: Role) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._keyring.issue(subject, role)}"}
@@ -129,6 +137,35 @@ class AgentFloor:
         for inquiry in queue[:3]:
             await self._handle(client, plan, inquiry, headers)
 
+    async def _reply(
+        self,
+        client: httpx.AsyncClient,
+        plan: AgentPlan,
+        inquiry: dict[str, Any],
+        headers: dict[str, str],
+    ) -> None:
+        body: dict[str, Any] = {"agent_id": plan.agent_id}
+        quick = self._quick.get(inquiry["language"])
+        if quick and not inquiry.get("first_response_at") and self._rng.random() < 0.5:
+            body["quick_reply_id"] = quick
+        else:
+            body["text"] = _free_text(inquiry)
+        url = f"{self._url}/inquiries/{inquiry['id']}/replies"
+        if (await client.post(url, json=body, headers=headers)).status_code == 200:
+            self.stats.replies += 1
+
+    def _colleague(self, plan: AgentPlan, language: str) -> str | None:
+        """An on-duty agent of the same level who speaks the customer's language."""
+        others = [
+            p.agent_id
+            for p in self._plans
+            if p.agent_id != plan.agent_id
+            and p.shift == plan.shift
+            and p.level == plan.level
+            and language in p.languages
+        ]
+        return self._rng.choice(others) if others else None
+
     async def _handle(
         self,
         client: httpx.AsyncClient,
@@ -146,40 +183,68 @@ class AgentFloor:
         try:
             if inquiry["status"] != "assigned":
                 return
-            if not inquiry.get("first_response_at"):
-                quick = self._quick.get(inquiry["language"])
-                body: dict[str, Any] = {"agent_id": plan.agent_id}
-                if quick and rng.random() < 0.5:
-                    body["quick_reply_id"] = quick
-                else:
-                    body["text"] = _free_text(inquiry)
-                if (
-                    await client.post(f"{base}/replies", json=body, headers=headers)
-                ).status_code == 200:
-                    self.stats.replies += 1
+            messages = inquiry.get("messages") or []
+            customer_waiting = bool(messages) and messages[-1].get("author") == "customer"
+            previous = self._resolved_for.pop(inquiry["customer_id"], None)
+            if previous is not None and previous != inquiry["id"] and rng.random() < 0.4:
+                # The customer is back about the same problem: the earlier case was not really
+                # solved, so it is reopened and counts against first-contact resolution.
+                url = f"{self._url}/inquiries/{previous}/reopen"
+                body = {"agent_id": plan.agent_id, "reason": "customer came back"}
+                if (await client.post(url, json=body, headers=headers)).status_code == 200:
+                    self.stats.reopened += 1
+            if not inquiry.get("first_response_at") or customer_waiting:
+                # The first reply stops the first-response clock; a reply to a follow-up stops
+                # the next-response clock (DOMAIN.md 3), so both show up in the report.
+                if _quiet_for(messages) < _reading_seconds(inquiry["id"]):
+                    return  # still reading the conversation and typing
+                await self._reply(client, plan, inquiry, headers)
                 return
+            if _quiet_for(messages) < RESOLVE_AFTER_QUIET_SECONDS:
+                return  # give the customer a moment to write back before closing the case
             roll = rng.random()
-            if inquiry["category"] == "complaint" and plan.level == "agent" and roll < 0.5:
-                body = {"agent_id": plan.agent_id, "to": "senior", "reason": "complaint"}
-                if (
-                    await client.post(f"{base}/escalate", json=body, headers=headers)
-                ).status_code == 200:
+            if plan.level == "agent" and (
+                roll < 0.08 or (inquiry["category"] == "complaint" and roll < 0.5)
+            ):
+                reason = "complaint" if inquiry["category"] == "complaint" else "asks for a senior"
+                body = {"agent_id": plan.agent_id, "to": "senior", "reason": reason}
+                if await act("escalate", body):
                     self.stats.escalations += 1
                 return
-            if inquiry["category"] == "logistics" and roll < 0.15:
+            if inquiry["category"] == "logistics" and roll < 0.25:
                 body = {"agent_id": plan.agent_id, "to": "logistics", "reason": "lost parcel?"}
-                if (
-                    await client.post(f"{base}/escalate", json=body, headers=headers)
-                ).status_code == 200:
+                if await act("escalate", body):
                     self.stats.escalations += 1
                 return
-            body = {"agent_id": plan.agent_id}
-            if (
-                await client.post(f"{base}/resolve", json=body, headers=headers)
-            ).status_code == 200:
+            if roll < 0.22:
+                colleague = self._colleague(plan, inquiry["language"])
+                if colleague is not None:
+                    body = {
+                        "agent_id": plan.agent_id,
+                        "to_agent_id": colleague,
+                        "reason": "end of my queue slot",
+                    }
+                    if await act("transfer", body):
+                        self.stats.transfers += 1
+                    return
+            if await act("resolve", {"agent_id": plan.agent_id}):
                 self.stats.resolved += 1
+                self._resolved_for[inquiry["customer_id"]] = inquiry["id"]
         except httpx.HTTPError:
             self.stats.errors += 1
+
+
+def _reading_seconds(inquiry_id: str) -> float:
+    """How long an agent takes to read and type, 1 to 7 s: the same for a case on every run."""
+    return 1.0 + (zlib.crc32(inquiry_id.encode()) % 600) / 100
+
+
+def _quiet_for(messages: list[dict[str, Any]]) -> float:
+    """Seconds since the last message in the conversation."""
+    if not messages:
+        return float("inf")
+    last = datetime.fromisoformat(str(messages[-1]["sent_at"]))
+    return (datetime.now(UTC) - last).total_seconds()
 
 
 def _free_text(inquiry: dict[str, Any]) -> str:

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from kefu_local.infra_cli import add_infra_commands
 from kefu_local.paths import REPO_ROOT
@@ -64,6 +65,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         size=args.size,
         seed=args.seed,
         keep_running=args.keep_running,
+        check=args.check,
+        port_offset=args.port_offset,
+        reports_dir=args.reports,
     )
 
 
@@ -90,6 +94,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=7, help="random seed: same seed, same day")
     run.add_argument(
         "--keep-running", action="store_true", help="leave everything up after the demo"
+    )
+    run.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 1 unless every service handled traffic and every KPI has a value",
+    )
+    run.add_argument(
+        "--port-offset", type=int, default=0, help="added to the services' ports (8101-8106)"
+    )
+    run.add_argument(
+        "--reports", type=Path, default=None, help="where the report goes (default: reports/)"
     )
     run.set_defaults(func=cmd_run)
 

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -28,6 +28,7 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from kefu_local.demo_check import idle_services, kpi_gaps
 from kefu_local.demo_profile import demo_environment
 from kefu_local.infra import resolve_endpoints
 from kefu_local.paths import REPO_ROOT
@@ -89,7 +90,18 @@ def _stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, interrupt)
 
 
-def run_demo(*, profile: str, size: int, seed: int, keep_running: bool) -> int:
+def run_demo(
+    *,
+    profile: str,
+    size: int,
+    seed: int,
+    keep_running: bool,
+    check: bool = False,
+    port_offset: int = 0,
+    reports_dir: Path | None = None,
+) -> int:
+    """Play the day; with ``check``, exit 1 unless every service handled traffic and every KPI
+    of the report has a value."""
     _stop_on_sigterm()
     started = time.monotonic()
     console.rule("[bold]kefu: a shop's day on real Kafka and FerretDB")
@@ -104,7 +116,7 @@ def run_demo(*, profile: str, size: int, seed: int, keep_running: bool) -> int:
     }
     run_id = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
     processes = ServiceProcesses(endpoints, logs_dir, env, run_id=run_id)
-    specs = available_services()
+    specs = tuple(replace(s, port=s.port + port_offset) for s in available_services())
     try:
         console.print(f"starting {len(specs)} service processes (logs in {logs_dir}) ...")
         processes.start(specs)
@@ -128,9 +140,12 @@ def run_demo(*, profile: str, size: int, seed: int, keep_running: bool) -> int:
         )
         asyncio.run(_play_with_progress(day, processes.running))
         _summary(day, processes.running)
-        report = _write_report(processes.running, keyring)
+        report = _write_report(processes.running, keyring, reports_dir or REPO_ROOT / "reports")
         _print_urls(processes.running, report)
+        complete = _show_completeness(processes.running, keyring)
         console.print(f"demo finished in {time.monotonic() - started:.0f}s")
+        if check and not complete:
+            return 1
         if keep_running:
             console.print("everything keeps running; Ctrl-C stops it")
             while True:
@@ -200,7 +215,8 @@ def _desk_line(day: DemoDay) -> str:
     floor = day.floor.stats if day.floor else None
     agents = (
         f"agents: {floor.replies} replies, {floor.resolved} resolved, "
-        f"{floor.escalations} escalated   "
+        f"{floor.escalations} escalated, {floor.transfers} transferred, "
+        f"{floor.reopened} reopened   "
         if floor
         else ""
     )
@@ -223,15 +239,23 @@ def _summary(day: DemoDay, running: list[RunningService]) -> None:
     console.print(table)
 
 
-def _write_report(running: list[RunningService], keyring: KeyRing) -> Path | None:
-    feedback = _url(running, "feedback")
-    if feedback is None:
-        return None
-    reports = REPO_ROOT / "reports"
-    reports.mkdir(exist_ok=True)
+def _report_period() -> dict[str, str]:
     # The period is read in the shop's time zone (Asia/Shanghai, up to 14 h ahead of UTC
     # elsewhere): from yesterday to the day after tomorrow (UTC dates) always covers "now".
     today = datetime.now(UTC).date()
+    return {
+        "from": (today - timedelta(days=1)).isoformat(),
+        "to": (today + timedelta(days=2)).isoformat(),
+    }
+
+
+def _write_report(running: list[RunningService], keyring: KeyRing, reports: Path) -> Path | None:
+    feedback = _url(running, "feedback")
+    if feedback is None:
+        return None
+    reports.mkdir(parents=True, exist_ok=True)
+    today = datetime.now(UTC).date()
+    period = _report_period()
     out = reports / f"kefu-report-{today.isoformat()}.md"
     token = keyring.issue("demo-supervisor", Role.SUPERVISOR)
     command = [
@@ -239,9 +263,9 @@ def _write_report(running: list[RunningService], keyring: KeyRing) -> Path | Non
         "-m",
         "kefu_feedback.entrypoints.cli",
         "--from",
-        (today - timedelta(days=1)).isoformat(),
+        period["from"],
         "--to",
-        (today + timedelta(days=2)).isoformat(),
+        period["to"],
         "--format",
         "markdown",
         "--out",
@@ -256,10 +280,6 @@ def _write_report(running: list[RunningService], keyring: KeyRing) -> Path | Non
         console.print(f"[yellow]report not written: {result.stderr.strip()[-500:]}")
         return None
     html = reports / f"kefu-report-{today.isoformat()}.html"
-    period = {
-        "from": (today - timedelta(days=1)).isoformat(),
-        "to": (today + timedelta(days=2)).isoformat(),
-    }
     response = httpx.get(
         f"{feedback}/report",
         params=period,
@@ -269,6 +289,32 @@ def _write_report(running: list[RunningService], keyring: KeyRing) -> Path | Non
     if response.status_code == 200:
         html.write_text(response.text)
     return out
+
+
+def _show_completeness(running: list[RunningService], keyring: KeyRing) -> bool:
+    """Say whether the demo showed everything: traffic through every service, every KPI."""
+    idle = idle_services({svc.spec.instance: scrape(svc.spec.url).handled for svc in running})
+    feedback = _url(running, "feedback")
+    gaps = ["the feedback service is not running"]
+    if feedback is not None:
+        token = keyring.issue("demo-supervisor", Role.SUPERVISOR)
+        response = httpx.get(
+            f"{feedback}/kpis",
+            params=_report_period(),
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=60,
+        )
+        gaps = kpi_gaps(response.json()) if response.status_code == 200 else [response.text]
+    if not idle and not gaps:
+        console.print(
+            "[green]every service handled traffic and every KPI of the report has a value"
+        )
+        return True
+    if idle:
+        console.print(f"[yellow]services that handled no message: {', '.join(idle)}")
+    if gaps:
+        console.print(f"[yellow]KPIs without a value in this run: {', '.join(gaps)}")
+    return False
 
 
 def _print_urls(running: list[RunningService], report: Path | None) -> None:

@@ -11,7 +11,8 @@ from importlib import resources
 
 
 def demo_environment() -> dict[str, str]:
-    sla_file = resources.files("kefu_local").joinpath("data/demo_sla.json")
+    data = resources.files("kefu_local").joinpath("data")
+    sla_file = data.joinpath("demo_sla.json")
     return {
         "KEFU_DEMO": "1",
         # inquiry: SLAs in seconds, scans often
@@ -33,4 +34,6 @@ def demo_environment() -> dict[str, str]:
         # feedback: survey links point at the local service
         "KEFU_FEEDBACK_SURVEY_BASE_URL": "http://127.0.0.1:8106",
         "KEFU_FEEDBACK_GAUGE_REFRESH_SECONDS": "5",
+        # feedback: staffed around the clock, so business-hour times exist at any hour
+        "KEFU_FEEDBACK_BUSINESS_HOURS_FILE": str(data.joinpath("demo_business_hours.json")),
     }

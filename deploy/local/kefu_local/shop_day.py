@@ -130,10 +130,15 @@ class DemoDay:
         await producer.start()
         try:
             gap = self._spread / max(len(self.messages), 1)
-            for item in self.messages:
-                await _send(producer, self._prefix + item.topic, item.envelope)
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            for i, item in enumerate(self.messages):
+                # On a schedule, not sleep after send: a slow send does not stretch the day.
+                delay = start + i * gap - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                await _send(producer, self._prefix + item.topic, item.sent_now())
                 self.progress.messages_sent += 1
-                await asyncio.sleep(gap)
         finally:
             await producer.stop()
 

@@ -50,6 +50,12 @@ class PlannedMessage:
     topic: str
     category: str
 
+    def sent_now(self) -> Envelope[Any]:
+        """The message as the customer sends it now: response times run from this moment."""
+        now = datetime.now(UTC)
+        data = {**self.envelope.data, "sent_at": now.isoformat()}
+        return self.envelope.model_copy(update={"time": now, "data": data})
+
 
 class ShopDay:
     """Plans the customers' messages of one day from a seed and a size."""

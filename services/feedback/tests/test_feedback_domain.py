@@ -311,8 +311,9 @@ async def test_an_answer_is_published_once_with_its_follow_up() -> None:
 
 
 def test_durations_read_like_a_person_would_say_them() -> None:
-    assert [duration(s) for s in (None, 42, 90, 3600, 3 * 3600 + 25 * 60)] == [
+    assert [duration(s) for s in (None, 0.44, 42, 90, 3600, 3 * 3600 + 25 * 60)] == [
         "–",
+        "0.4 s",
         "42 s",
         "1 min 30 s",
         "1 h",

@@ -120,6 +120,8 @@ def kpi_document(r: KpiReport, timezone: str, baseline_percent: float) -> dict[s
 def duration(seconds: float | None) -> str:
     if seconds is None:
         return "–"
+    if seconds < 10:
+        return f"{seconds:.1f} s"  # a bot or a quick agent answers within a second or two
     if seconds < 60:
         return f"{seconds:.0f} s"
     if seconds < 3600:
