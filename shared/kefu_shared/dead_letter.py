@@ -136,7 +136,15 @@ class RetryAndDeadLetterMiddleware(BaseMiddleware):
             while True:
                 attempt += 1
                 try:
-                    return await call_next(msg)
+                    result = await call_next(msg)
+                    # One line per handled message, carrying its correlation and trace ids:
+                    # how a customer's journey is followed through every service's log.
+                    log.info(
+                        "handled %s from %s",
+                        msg.headers.get("ce_type", "a message"),
+                        _topic(record),
+                    )
+                    return result
                 except asyncio.CancelledError:
                     raise
                 except TRANSIENT_ERRORS as exc:
