@@ -9,11 +9,17 @@ as associated data, so a ciphertext copied into another field does not decrypt.
 from __future__ import annotations
 
 import base64
+import inspect
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from functools import partial
+from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from kefu_shared.documents import Change, Decide, Outcome, Stored, VersionedDocumentStore
+from kefu_shared.mongo import Collection
 
 PREFIX = "enc:v1:"
 
@@ -70,3 +76,82 @@ class FieldCipher:
 
 def is_encrypted(value: object) -> bool:
     return isinstance(value, str) and value.startswith(PREFIX)
+
+
+# -- sealing whole documents ------------------------------------------------------------------
+
+
+def _at(op: Callable[..., str | None], field: str, value: str) -> str | None:
+    return op(value, field=field)
+
+
+def _walk(node: Any, parts: Sequence[str], op: Callable[[str], str | None]) -> Any:
+    """A copy of ``node`` with ``op`` applied to the strings at ``parts`` (``*``: each item)."""
+    if not parts:
+        return op(node) if isinstance(node, str) and node else node
+    head, rest = parts[0], parts[1:]
+    if head == "*":
+        return [_walk(item, rest, op) for item in node] if isinstance(node, list) else node
+    if isinstance(node, dict) and head in node:
+        return {**node, head: _walk(node[head], rest, op)}
+    return node
+
+
+@dataclass(frozen=True)
+class SealedFields:
+    """Which fields of a stored document are sealed, as dotted paths (``*`` for list items).
+
+    E.g. ``("contact.phone", "address.street", "audit.*.before.address.street")``. The path,
+    not the list position, is bound as associated data (``<scope>.<path>``), so items may move
+    but a value copied into another field does not open. Empty strings and non-strings stay.
+    """
+
+    cipher: FieldCipher
+    paths: tuple[str, ...]
+    scope: str
+
+    def _apply(self, doc: Mapping[str, Any], sealing: bool) -> dict[str, Any]:
+        out = dict(doc)
+        op = self.cipher.encrypt if sealing else self.cipher.decrypt
+        for path in self.paths:
+            out = _walk(out, path.split("."), partial(_at, op, f"{self.scope}.{path}"))
+        return out
+
+    def seal(self, doc: Mapping[str, Any]) -> dict[str, Any]:
+        return self._apply(doc, sealing=True)
+
+    def open(self, doc: Mapping[str, Any]) -> dict[str, Any]:
+        return self._apply(doc, sealing=False)
+
+
+class SealedStore(VersionedDocumentStore):
+    """The versioned store with ``fields`` sealed in every write and opened in every read.
+
+    Use cases and ``decide`` functions see plain values; the document holds ``enc:v1:...``.
+    Built on the store's public ``load``/``mutate`` only, so the store's internals may change.
+    Plain queries on the same collection must open what they read (``fields.open``).
+    """
+
+    def __init__(self, collection: Collection, fields: SealedFields, **kwargs: Any) -> None:
+        super().__init__(collection, **kwargs)
+        self.fields = fields
+
+    def _opened(self, stored: Stored | None) -> Stored | None:
+        return replace(stored, state=self.fields.open(stored.state)) if stored else None
+
+    async def load(self, doc_id: str) -> Stored | None:
+        return self._opened(await super().load(doc_id))
+
+    async def mutate(
+        self, doc_id: str, decide: Decide, *, message_id: str | None = None
+    ) -> Outcome:
+        async def sealed(current: Stored | None) -> Change | None:
+            result = decide(self._opened(current))
+            change = await result if inspect.isawaitable(result) else result
+            if change is None:
+                return None
+            return Change(self.fields.seal(change.state), change.events)
+
+        outcome = await super().mutate(doc_id, sealed, message_id=message_id)
+        outcome.stored = self._opened(outcome.stored)
+        return outcome

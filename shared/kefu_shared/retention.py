@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from kefu_shared.envelope import utcnow
 from kefu_shared.mongo import Collection
@@ -24,13 +25,18 @@ PURGED = "[purged after retention period]"
 
 @dataclass(frozen=True)
 class RetentionRule:
-    """In ``collection``, documents with ``timestamp_field`` older than the period lose
-    ``fields`` (set to a marker) or, with ``delete=True``, are deleted whole."""
+    """In ``collection``, documents with ``timestamp_field`` older than the period (and matching
+    ``where``) lose ``fields`` (set to a marker) or, with ``delete=True``, are deleted whole.
+
+    A dotted field (``review.text``) sits in a sub-document that may be absent or null: it is
+    purged only where it exists, so the job never creates half a sub-document.
+    """
 
     collection: Collection
     timestamp_field: str
     fields: Sequence[str] = ()
     delete: bool = False
+    where: Mapping[str, Any] = field(default_factory=dict)
 
 
 class RetentionJob:
@@ -48,20 +54,28 @@ class RetentionJob:
         self._clock = clock
 
     async def purge_once(self) -> int:
-        """Apply every rule now; returns how many documents were purged or deleted."""
+        """Apply every rule now; returns how many documents were purged (per update) or deleted."""
         cutoff = self._clock() - self._period
         total = 0
         for rule in self._rules:
-            old = {rule.timestamp_field: {"$lt": cutoff}}
+            old = {**rule.where, rule.timestamp_field: {"$lt": cutoff}}
             if rule.delete:
                 total += (await rule.collection.delete_many(old)).deleted_count
                 continue
-            # Only documents not purged yet: the job can run often at little cost.
-            pending = {**old, "$or": [{f: {"$ne": PURGED}} for f in rule.fields]}
-            result = await rule.collection.update_many(
-                pending, {"$set": dict.fromkeys(rule.fields, PURGED)}
-            )
-            total += result.modified_count
+            top = [f for f in rule.fields if "." not in f]
+            if top:
+                # Only documents not purged yet: the job can run often at little cost.
+                pending = {**old, "$or": [{f: {"$ne": PURGED}} for f in top]}
+                result = await rule.collection.update_many(
+                    pending, {"$set": dict.fromkeys(top, PURGED)}
+                )
+                total += result.modified_count
+            for nested in (f for f in rule.fields if "." in f):
+                result = await rule.collection.update_many(
+                    {**old, nested: {"$exists": True, "$nin": [PURGED, None]}},
+                    {"$set": {nested: PURGED}},
+                )
+                total += result.modified_count
         if total:
             log.info("retention purge: %d documents older than %s", total, cutoff.isoformat())
         return total

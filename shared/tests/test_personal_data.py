@@ -5,7 +5,15 @@ from typing import Any
 
 import pytest
 from kefu_shared.audit import AuditLog
-from kefu_shared.crypto import DecryptionError, FieldCipher, is_encrypted, new_key
+from kefu_shared.crypto import (
+    DecryptionError,
+    FieldCipher,
+    SealedFields,
+    SealedStore,
+    is_encrypted,
+    new_key,
+)
+from kefu_shared.documents import Change, Stored
 from kefu_shared.pii import mask_address, redact_card_numbers
 from kefu_shared.retention import PURGED, RetentionJob, RetentionRule
 from pymongo.asynchronous.database import AsyncDatabase
@@ -91,3 +99,94 @@ async def test_retention_purges_old_message_bodies_and_keeps_the_records(
     assert await job.purge_once() == 0  # already purged: nothing to do
     bodies = {d["_id"]: d["body"] async for d in db["messages"].find({})}
     assert bodies == {"m1": "text 1", "m29": "text 29", "m31": PURGED, "m90": PURGED}
+
+
+ORDER = {
+    "customer_id": "C1",
+    "contact": {"phone": "13812345678", "email": None},
+    "address": {"city": "杭州市", "street": "文三路 90 号", "phone": ""},
+    "audit": [{"before": {"address": {"street": "文三路 90 号"}}}, {"before": None}],
+}
+PATHS = ("contact.phone", "contact.email", "address.street", "address.phone")
+AUDIT_PATHS = (*PATHS, "audit.*.before.address.street", "missing.street")
+
+
+def test_sealed_fields_seal_listed_paths_in_lists_and_leave_the_rest() -> None:
+    fields = SealedFields(FieldCipher({"k1": new_key()}, "k1"), AUDIT_PATHS, scope="orders")
+    sealed = fields.seal(ORDER)
+    assert "13812345678" not in repr(sealed)
+    assert "文三路" not in repr(sealed)
+    assert sealed["address"]["city"] == "杭州市"  # not listed: stays searchable
+    assert sealed["contact"]["email"] is None
+    assert sealed["address"]["phone"] == ""  # nothing to hide
+    assert sealed["audit"][1] == {"before": None}
+    assert fields.open(sealed) == ORDER
+    assert fields.open(ORDER) == ORDER  # written before encryption: reads as it is
+    assert ORDER["contact"]["phone"] == "13812345678"  # the input is not changed
+
+
+def test_sealed_fields_without_keys_pass_values_through() -> None:
+    fields = SealedFields(FieldCipher({}, ""), PATHS, scope="orders")
+    assert fields.seal(ORDER) == ORDER
+
+
+async def test_a_sealed_store_writes_ciphertext_and_gives_use_cases_plain_values(
+    db: AsyncDatabase[dict[str, Any]],
+) -> None:
+    fields = SealedFields(FieldCipher({"k1": new_key()}, "k1"), AUDIT_PATHS, scope="orders")
+    store = SealedStore(db["orders"], fields)
+    seen: list[str] = []
+
+    def place(current: Stored | None) -> Change:
+        return Change(dict(ORDER))
+
+    def add_note(current: Stored | None) -> Change:
+        assert current is not None
+        seen.append(current.state["contact"]["phone"])
+        return Change({**current.state, "note": "call after 18:00"})
+
+    placed = await store.mutate("O1", place, message_id="m1")
+    assert placed.stored is not None
+    assert placed.stored.state["contact"]["phone"] == "13812345678"
+    await store.mutate("O1", add_note, message_id="m2")
+    assert seen == ["13812345678"]
+    raw = await db["orders"].find_one({"_id": "O1"})
+    assert raw is not None
+    assert "13812345678" not in repr(raw)
+    assert "文三路" not in repr(raw)
+    assert raw["note"] == "call after 18:00"
+    loaded = await store.load("O1")
+    assert loaded is not None
+    assert loaded.state["address"]["street"] == "文三路 90 号"
+    duplicate = await store.mutate("O1", add_note, message_id="m2")
+    assert duplicate.duplicate
+    assert duplicate.stored is not None
+    assert duplicate.stored.state["contact"]["phone"] == "13812345678"
+
+
+async def test_retention_purges_texts_inside_optional_sub_documents_only_where_they_exist(
+    db: AsyncDatabase[dict[str, Any]],
+) -> None:
+    now = datetime(2026, 11, 23, tzinfo=UTC)
+    old = now - timedelta(days=40)
+    await db["cases"].insert_many(
+        [
+            {"_id": "reviewed", "closed_at": old, "review": {"text": "差评", "rating": 1}},
+            {"_id": "no-review", "closed_at": old, "review": None},
+            {"_id": "recent", "closed_at": now, "review": {"text": "好评", "rating": 5}},
+            {"_id": "open", "closed_at": old, "state": "open", "review": {"text": "等待"}},
+        ]
+    )
+    rule = RetentionRule(
+        db["cases"], "closed_at", fields=("review.text",), where={"state": {"$ne": "open"}}
+    )
+    job = RetentionJob([rule], period=timedelta(days=30), clock=lambda: now)
+    assert await job.purge_once() == 1
+    assert await job.purge_once() == 0
+    docs = {d["_id"]: d.get("review") async for d in db["cases"].find({})}
+    assert docs == {
+        "reviewed": {"text": PURGED, "rating": 1},
+        "no-review": None,
+        "recent": {"text": "好评", "rating": 5},
+        "open": {"text": "等待"},
+    }
