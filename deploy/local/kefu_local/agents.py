@@ -15,6 +15,8 @@ from kefu_shared.auth import KeyRing, Role
 
 # Simulated agents close a case once the conversation has been quiet this long.
 RESOLVE_AFTER_QUIET_SECONDS = 8.0
+# A customer back within this many seconds of a resolution is back about the same problem.
+REOPEN_WITHIN = 60.0
 
 CATEGORIES = ["product", "order", "payment", "logistics", "after_sales", "complaint"]
 
@@ -80,7 +82,7 @@ class AgentFloor:
         self.stats = AgentStats()
         self._quick: dict[str, str] = {}
         # customer -> the inquiry an agent last resolved for them, until it is reopened
-        self._resolved_for: dict[str, str] = {}
+        self._resolved_for: dict[str, tuple[str, float]] = {}
 
     def _as(self, subject: str, role: Role) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._keyring.issue(subject, role)}"}
@@ -185,10 +187,11 @@ class AgentFloor:
                 return
             messages = inquiry.get("messages") or []
             customer_waiting = bool(messages) and messages[-1].get("author") == "customer"
-            previous = self._resolved_for.pop(inquiry["customer_id"], None)
-            if previous is not None and previous != inquiry["id"] and rng.random() < 0.4:
-                # The customer is back about the same problem: the earlier case was not really
-                # solved, so it is reopened and counts against first-contact resolution.
+            previous, resolved_at = self._resolved_for.pop(inquiry["customer_id"], ("", 0.0))
+            loop_time = asyncio.get_running_loop().time()
+            if previous not in ("", inquiry["id"]) and loop_time - resolved_at < REOPEN_WITHIN:
+                # The customer is back soon after: the earlier case was not really solved, so
+                # it is reopened and counts against first-contact resolution.
                 url = f"{self._url}/inquiries/{previous}/reopen"
                 body = {"agent_id": plan.agent_id, "reason": "customer came back"}
                 if (await client.post(url, json=body, headers=headers)).status_code == 200:
@@ -229,7 +232,8 @@ class AgentFloor:
                     return
             if await act("resolve", {"agent_id": plan.agent_id}):
                 self.stats.resolved += 1
-                self._resolved_for[inquiry["customer_id"]] = inquiry["id"]
+                now = asyncio.get_running_loop().time()
+                self._resolved_for[inquiry["customer_id"]] = (inquiry["id"], now)
         except httpx.HTTPError:
             self.stats.errors += 1
 

@@ -141,7 +141,7 @@ def run_demo(
         asyncio.run(_play_with_progress(day, processes.running))
         _summary(day, processes.running)
         report = _write_report(processes.running, keyring, reports_dir or REPO_ROOT / "reports")
-        _print_urls(processes.running, report)
+        _print_urls(processes.running, report, logs_dir, day.messages[0].envelope.correlation_id)
         complete = _show_completeness(processes.running, keyring)
         console.print(f"demo finished in {time.monotonic() - started:.0f}s")
         if check and not complete:
@@ -317,7 +317,9 @@ def _show_completeness(running: list[RunningService], keyring: KeyRing) -> bool:
     return False
 
 
-def _print_urls(running: list[RunningService], report: Path | None) -> None:
+def _print_urls(
+    running: list[RunningService], report: Path | None, logs_dir: Path, correlation_id: str
+) -> None:
     console.rule("where to look")
     if report is not None:
         console.print(f"supervisor's report: {report} (and .html beside it)")
@@ -327,6 +329,6 @@ def _print_urls(running: list[RunningService], report: Path | None) -> None:
             f"{svc.spec.instance:14} {url}/docs  {url}/asyncapi  {url}/metrics  log {svc.log_file}"
         )
     console.print(
-        "follow one customer: grep a correlation_id in the logs above, e.g. "
-        "`grep -h <correlation_id> .kefu/dev/logs/*.log`"
+        "follow the day's first customer message through every service (each log line also "
+        f"has its trace_id): grep -h {correlation_id} {logs_dir}/*.log"
     )
