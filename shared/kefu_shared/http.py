@@ -25,6 +25,7 @@ from kefu_shared.auth import authenticate
 from kefu_shared.catalogue import published_contracts
 from kefu_shared.correlation import current_correlation_id
 from kefu_shared.envelope import Envelope, new_id
+from kefu_shared.http_limits import BodySizeLimit, bound_store_waits
 from kefu_shared.runtime import ServiceRuntime
 
 CORRELATION_HEADER = "X-Correlation-Id"
@@ -97,6 +98,8 @@ def create_http_app(
         version="1.0.0",
         lifespan=lifespan,
     )
+    app.add_middleware(BodySizeLimit)
+    bound_store_waits(app)
     tracer = runtime.tracer_provider.get_tracer("kefu.http")
     spec = asyncapi_spec(runtime, description)
     requests_total = Counter(

@@ -70,11 +70,6 @@ def test_every_collection_endpoint_caps_its_page_size(fleet: Fleet, instance: st
     assert uncapped == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="kernel limit missing (kefu_shared.http): no request body size limit; a body of "
-    "several MiB is read whole into memory and answered 422 (or accepted), never 413",
-)
 @pytest.mark.parametrize(
     ("instance", "path"),
     [

@@ -75,12 +75,6 @@ def test_a_request_while_the_store_is_away_is_answered_in_bounded_time(
     assert store.slowest_http_seconds < SMALL.http_bound_seconds
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="kernel bug (kefu_shared.http): no handler maps the store's connection errors "
-    "(pymongo ServerSelectionTimeoutError) to 503 + Retry-After; a request while the store "
-    "is away is answered 500 Internal Server Error after the 5 s server selection timeout",
-)
 def test_a_request_while_the_store_is_away_is_answered_503_not_500(
     outage: OutageReport,
 ) -> None:
@@ -88,11 +82,5 @@ def test_a_request_while_the_store_is_away_is_answered_503_not_500(
     assert set(store.http_statuses) == {503}, dict(store.http_statuses)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="kernel limit missing (kefu_shared.mongo.make_client): no socketTimeoutMS/timeoutMS, "
-    "so a request to a store that accepts connections but does not answer (SIGSTOP, a hung "
-    "disk) waits until the store answers again instead of failing within a bound",
-)
 def test_a_request_to_a_stalled_store_is_answered_in_bounded_time(outage: OutageReport) -> None:
     assert 0 < outage.stalled_http_seconds < SMALL.http_bound_seconds
