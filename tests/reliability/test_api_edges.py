@@ -45,24 +45,7 @@ def _spec(fleet: Fleet, instance: str) -> dict[str, Any]:
     return dict(r.json())
 
 
-@pytest.mark.parametrize(
-    "instance",
-    [
-        pytest.param(
-            name,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="inquiry: GET /customers/{customer_id}/inquiries, "
-                "/agents/{agent_id}/queue, /knowledge-base/articles and /quick-replies return "
-                "whole collections with no limit parameter, and GET /audit takes a limit with "
-                "no maximum (no page-size cap)",
-            ),
-        )
-        if name == "inquiry-chat"
-        else name
-        for name in INSTANCES
-    ],
-)
+@pytest.mark.parametrize("instance", INSTANCES)
 def test_every_collection_endpoint_caps_its_page_size(fleet: Fleet, instance: str) -> None:
     uncapped = [
         op.name for op in collection_operations(_spec(fleet, instance)) if not op.capped(PAGE_CAP)

@@ -6,7 +6,7 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Path, Request, status
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request, status
 from kefu_shared.audit import AuditLog
 from kefu_shared.auth import MANAGERS, STAFF, Role, current_principal, requires
 from kefu_shared.contracts.inquiry import Category, Contact, CustomerMessage, Department
@@ -36,6 +36,10 @@ REPLY_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,199}$"
 class Accepted(BaseModel):
     inquiry_id: str
     outcome: str
+
+
+MAX_PAGE = 200
+Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description=f"Page size, at most {MAX_PAGE}.")]
 
 
 class ContactView(BaseModel):
@@ -198,9 +202,9 @@ def router(deps: Deps, audit: AuditLog) -> APIRouter:
         return InquiryView.of(inquiry, unmasked=unmasked)
 
     @api.get("/customers/{customer_id}/inquiries", tags=["inquiries"], dependencies=READ)
-    async def customer_history(customer_id: Id) -> list[InquiryView]:
-        """The history follows the customer, across channels."""
-        return [InquiryView.of(i) for i in await deps.queries.of_customer(customer_id)]
+    async def customer_history(customer_id: Id, limit: Limit = 50) -> list[InquiryView]:
+        """The history follows the customer, across channels; newest first."""
+        return [InquiryView.of(i) for i in await deps.queries.of_customer(customer_id, limit)]
 
     async def act(coro: Any) -> InquiryView:
         try:
@@ -274,7 +278,7 @@ def router(deps: Deps, audit: AuditLog) -> APIRouter:
 
     @api.get("/audit", tags=["audit"], dependencies=MANAGE)
     async def get_audit(
-        subject: str | None = None, action: str | None = None, limit: int = 100
+        subject: str | None = None, action: str | None = None, limit: Limit = 100
     ) -> list[dict[str, Any]]:
         """The audit log, newest first (append-only: there is no endpoint that changes it)."""
         entries = await audit.entries(subject=subject, action=action, limit=limit)
@@ -288,11 +292,11 @@ def router(deps: Deps, audit: AuditLog) -> APIRouter:
         return agent
 
     @api.get("/agents/{agent_id}/queue", tags=["agents"], dependencies=WORK)
-    async def agent_queue(agent_id: Id) -> list[InquiryView]:
+    async def agent_queue(agent_id: Id, limit: Limit = 50) -> list[InquiryView]:
         """The inquiries the agent holds, most urgent SLA first."""
         if await deps.agents.get(agent_id) is None:
             raise HTTPException(404, detail=f"no agent {agent_id}")
-        return [InquiryView.of(i) for i in await deps.queries.of_agent(agent_id)]
+        return [InquiryView.of(i) for i in (await deps.queries.of_agent(agent_id))[:limit]]
 
     # -- knowledge base and quick replies ---------------------------------------------------
 
@@ -305,8 +309,8 @@ def router(deps: Deps, audit: AuditLog) -> APIRouter:
         return article
 
     @api.get("/knowledge-base/articles", tags=["knowledge base"], dependencies=WORK)
-    async def list_articles(language: str | None = None) -> list[Article]:
-        return await deps.knowledge.articles(language)
+    async def list_articles(language: str | None = None, limit: Limit = 100) -> list[Article]:
+        return (await deps.knowledge.articles(language))[:limit]
 
     @api.get("/knowledge-base/articles/{article_id}", tags=["knowledge base"], dependencies=WORK)
     async def get_article(article_id: Id) -> Article:
@@ -338,8 +342,8 @@ def router(deps: Deps, audit: AuditLog) -> APIRouter:
         return reply
 
     @api.get("/quick-replies", tags=["knowledge base"], dependencies=WORK)
-    async def list_quick_replies() -> list[QuickReply]:
-        return await deps.knowledge.quick_replies()
+    async def list_quick_replies(limit: Limit = 100) -> list[QuickReply]:
+        return (await deps.knowledge.quick_replies())[:limit]
 
     @api.get("/quick-replies/{reply_id}", tags=["knowledge base"], dependencies=WORK)
     async def get_quick_reply(reply_id: Id) -> QuickReply:
