@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import base64
 import inspect
+import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -155,3 +157,13 @@ class SealedStore(VersionedDocumentStore):
         outcome = await super().mutate(doc_id, sealed, message_id=message_id)
         outcome.stored = self._opened(outcome.stored)
         return outcome
+
+
+def load_sealed_fields(path: Path, cipher: FieldCipher) -> dict[str, SealedFields]:
+    """A service's table of sealed paths (``{"<collection>": ["a.b", ...]}``), data not code."""
+    table = json.loads(path.read_text(encoding="utf-8"))
+    return {
+        collection: SealedFields(cipher, tuple(paths), scope=collection)
+        for collection, paths in table.items()
+        if not collection.startswith("_")
+    }

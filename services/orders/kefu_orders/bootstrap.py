@@ -7,13 +7,16 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from fastapi import FastAPI
+from kefu_shared.audit import AUDIT_COLLECTION, AUDIT_INDEXES, AuditLog
+from kefu_shared.crypto import SealedStore
 from kefu_shared.envelope import utcnow
 from kefu_shared.http import create_http_app
+from kefu_shared.mongo import outbox_index
 from kefu_shared.retention import RetentionJob, RetentionRule
 from kefu_shared.runtime import build_runtime
 from kefu_shared.settings import load_settings
 
-from kefu_orders.adapters import mongo, tables
+from kefu_orders.adapters import encryption, mongo, tables
 from kefu_orders.adapters.metrics import OrdersMetrics
 from kefu_orders.domain.order import Rules
 from kefu_orders.entrypoints import api, consumers, erasure_consumer
@@ -37,7 +40,7 @@ def create_app(
 ) -> FastAPI:
     settings = settings or load_settings(OrdersSettings)
     runtime = build_runtime(SERVICE, settings)
-    runtime.indexes.extend(mongo.INDEXES)
+    runtime.indexes.extend([*mongo.INDEXES, *AUDIT_INDEXES])
     rules = Rules(
         couriers=tables.coverage_table(settings.couriers_file),
         notes=tables.note_format(settings.note_units_file),
@@ -47,11 +50,16 @@ def create_app(
         verification=settings.verification(),
         attribution_lookback=timedelta(days=settings.attribution_lookback_days),
     )
-    orders = runtime.document_store(mongo.ORDERS)
+    # Contacts and addresses sealed at rest (KEFU_DATA_KEYS): the store seals on write and
+    # opens on read; the read queries open what they find with the same table.
+    sealed = encryption.sealed_fields(settings.field_cipher())[mongo.ORDERS]
+    orders = SealedStore(runtime.db[mongo.ORDERS], sealed, on_events=runtime.relay.notify)
+    runtime.relay.add_source(orders)
+    runtime.indexes.append(outbox_index(mongo.ORDERS))
     deps = Deps(
         orders=orders,
         timelines=runtime.document_store(mongo.TIMELINES),
-        queries=mongo.OrderQueries(orders.collection),
+        queries=mongo.OrderQueries(orders.collection, sealed.open),
         roster=mongo.RosterStore(
             runtime.db[mongo.SETTINGS], tables.duty_roster(settings.duty_roster_file)
         ),
@@ -81,7 +89,8 @@ def create_app(
 
     runtime.background.extend([order_timers, evidence_retention])
     erasure_consumer.register_erasure(runtime, clock)
-    app = create_http_app(runtime, [api.make_router(deps)], description=DESCRIPTION)
+    audit = AuditLog(runtime.db[AUDIT_COLLECTION])
+    app = create_http_app(runtime, [api.make_router(deps, audit)], description=DESCRIPTION)
     app.state.deps = deps
     app.state.runtime = runtime
     return app

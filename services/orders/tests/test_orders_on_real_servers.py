@@ -339,7 +339,9 @@ async def test_changes_need_a_verified_identity_are_audited_and_are_refused_afte
             },
         )
         assert changed.status_code == 200, changed.text
-        assert changed.json()["order"]["address"]["street"] == "文一西路 969 号"
+        assert changed.json()["order"]["address"]["street"] == "文一西路***"  # masked for all
+        unmasked = (await client.get("/orders/O-chg", params={"unmasked": "true"})).json()
+        assert unmasked["address"]["street"] == "文一西路 969 号"
 
         as_agent = auth_header(Role.AGENT, "agent-12")
         more = await client.post(
@@ -403,7 +405,7 @@ async def test_changes_need_a_verified_identity_are_audited_and_are_refused_afte
         assert refused.status_code == 409
         assert "shipping" in refused.text
 
-        audit = (await client.get("/orders/O-chg/audit")).json()["entries"]
+        audit = (await client.get("/orders/O-chg/audit?unmasked=true")).json()["entries"]
         assert [(a["action"], a["actor_id"]) for a in audit] == [
             ("verification_requested", "test-admin"),
             ("verification_failed", "test-admin"),

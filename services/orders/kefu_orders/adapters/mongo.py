@@ -7,6 +7,7 @@ events: one document replaced whole, so a PUT is idempotent.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -41,14 +42,25 @@ def _strip(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 class OrderQueries:
-    """Read side over the orders collection (writes go through the store)."""
+    """Read side over the orders collection (writes go through the store).
 
-    def __init__(self, collection: Collection) -> None:
+    ``open_sealed`` turns a stored document into plain values (sealed personal fields decrypted).
+    """
+
+    def __init__(
+        self,
+        collection: Collection,
+        open_sealed: Callable[[dict[str, Any]], dict[str, Any]] = dict,
+    ) -> None:
         self._c = collection
+        self._open = open_sealed
+
+    def _order(self, doc: dict[str, Any]) -> Order:
+        return Order.from_state(self._open(_strip(doc)))
 
     async def get(self, order_id: str) -> Order | None:
         doc = await self._c.find_one({"_id": order_id})
-        return Order.from_state(_strip(doc)) if doc else None
+        return self._order(doc) if doc else None
 
     async def due(self, now: datetime, limit: int = 200) -> list[str]:
         cursor = self._c.find({"next_due_at": {"$lte": now}}, {"_id": 1})
@@ -70,7 +82,7 @@ class OrderQueries:
         if status:
             query["status"] = status
         cursor = self._c.find(query).sort("placed_at", -1)
-        return [Order.from_state(_strip(d)) for d in await cursor.limit(limit).to_list()]
+        return [self._order(d) for d in await cursor.limit(limit).to_list()]
 
 
 class RosterStore:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal, Self
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
+from kefu_shared.audit import AuditLog
 from kefu_shared.auth import MANAGERS, STAFF, Principal, Role, current_principal, requires
 from kefu_shared.contracts.orders import ORDER_ID_PATTERN, DeliveryAddress
 from kefu_shared.correlation import current_correlation_id
@@ -31,7 +32,17 @@ OrderId = Annotated[str, Path(pattern=ORDER_ID_PATTERN)]
 Caller = Annotated[Principal, Depends(current_principal)]
 KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,99}$"
 MAX_LIMIT = 100
-SEES_PERSONAL_DATA = frozenset({Role.SUPERVISOR, Role.ADMIN, Role.SERVICE})
+# As in inquiry (DOMAIN.md 6, least privilege): everyone sees the receiver's phone, street and
+# name masked; supervisors and admins may ask for them unmasked, and each such look is audited.
+MAY_UNMASK = MANAGERS
+UNMASKED_ACTION = "pii.unmasked"
+Unmasked = Annotated[
+    bool,
+    Query(
+        description="Supervisors and admins: show the receiver's phone, street and name "
+        "in clear (the look is written to the audit log, GET /audit)."
+    ),
+]
 
 
 def _mask_phone(phone: str) -> str:
@@ -46,9 +57,30 @@ def _mask_text(text: str, keep: int) -> str:
     return text[:keep] + "***" if len(text) > keep else text
 
 
+def _masked_address(address: dict[str, Any]) -> dict[str, Any]:
+    masked = dict(address)
+    if "phone" in masked:
+        masked["phone"] = _mask_phone(str(masked["phone"] or ""))
+    if "street" in masked:
+        masked["street"] = _mask_text(str(masked["street"] or ""), 4)
+    if "receiver" in masked:
+        masked["receiver"] = _mask_text(str(masked["receiver"] or ""), 1)
+    return masked
+
+
+def _masked_audit(entry: dict[str, Any]) -> dict[str, Any]:
+    out = dict(entry)
+    for side in ("before", "after"):
+        part = out.get(side)
+        if isinstance(part, dict) and isinstance(part.get("address"), dict):
+            out[side] = {**part, "address": _masked_address(part["address"])}
+    return out
+
+
 class OrderView(BaseModel):
-    """An order as the API shows it. Agents see the receiver's phone and street masked
-    (DOMAIN.md 6, least privilege); the customer's notice contacts are never shown."""
+    """An order as the API shows it. The receiver's phone, street and name are masked unless
+    a supervisor or admin asked for them (audited); the customer's notice contacts are never
+    shown."""
 
     id: str
     customer_id: str
@@ -85,15 +117,12 @@ class OrderView(BaseModel):
     attribution: dict[str, Any] | None
 
     @classmethod
-    def of(cls, order: Order, principal: Principal) -> OrderView:
+    def of(cls, order: Order, *, unmasked: bool = False) -> OrderView:
         data = order.model_dump(
             mode="json", exclude={"contact", "verifications", "audit", "details_failures"}
         )
-        if principal.role not in SEES_PERSONAL_DATA:
-            address = data["address"]
-            address["phone"] = _mask_phone(address["phone"])
-            address["street"] = _mask_text(address["street"], 4)
-            address["receiver"] = _mask_text(address["receiver"], 1)
+        if not unmasked:
+            data["address"] = _masked_address(data["address"])
         return cls.model_validate(data)
 
 
@@ -215,8 +244,22 @@ def _is_staff(principal: Principal) -> bool:
     return principal.role in STAFF
 
 
-def make_router(deps: Deps) -> APIRouter:
+def make_router(deps: Deps, audit: AuditLog) -> APIRouter:
     router = APIRouter(tags=["orders"])
+
+    async def unmask(request: Request, principal: Principal, order_id: str, what: str) -> None:
+        """Refuse roles that may not unmask; record the look (who, when, what, from where)."""
+        if principal.role not in MAY_UNMASK:
+            raise HTTPException(403, "unmasked: only supervisors and admins")
+        await audit.record(
+            actor=principal.subject,
+            role=principal.role.value,
+            action=UNMASKED_ACTION,
+            subject=order_id,
+            source=request.client.host if request.client else "",
+            reason=what,
+        )
+
     managers = [Depends(requires(*MANAGERS))]
     staff = [Depends(requires(*STAFF))]
     staff_or_service = [Depends(requires(*STAFF, Role.SERVICE))]
@@ -231,7 +274,7 @@ def make_router(deps: Deps) -> APIRouter:
         found = await deps.queries.search(
             customer_id=customer_id, status=status_.value if status_ else None, limit=limit
         )
-        return OrderList(items=[OrderView.of(o, principal) for o in found])
+        return OrderList(items=[OrderView.of(o) for o in found])
 
     @router.get(
         "/orders/{order_id}",
@@ -239,22 +282,65 @@ def make_router(deps: Deps) -> APIRouter:
         dependencies=staff_or_service,
         responses={404: {"description": "No such order."}},
     )
-    async def get_order(order_id: OrderId, principal: Caller) -> OrderView:
+    async def get_order(
+        order_id: OrderId, principal: Caller, request: Request, unmasked: Unmasked = False
+    ) -> OrderView:
+        if unmasked and principal.role not in MAY_UNMASK:
+            raise HTTPException(403, "unmasked: only supervisors and admins")
         order = await deps.queries.get(order_id)
         if order is None:
             raise HTTPException(404, f"order_id: no order {order_id}")
-        return OrderView.of(order, principal)
+        if unmasked:
+            await unmask(request, principal, order_id, "delivery address")
+        return OrderView.of(order, unmasked=unmasked)
 
     @router.get(
         "/orders/{order_id}/audit",
         dependencies=managers,
         summary="Who changed the order, failed to verify, or was refused; before and after.",
     )
-    async def get_audit(order_id: OrderId) -> dict[str, Any]:
+    async def get_audit(
+        order_id: OrderId, principal: Caller, request: Request, unmasked: Unmasked = False
+    ) -> dict[str, Any]:
+        """Addresses in the before/after are masked unless asked for (that look is audited)."""
         order = await deps.queries.get(order_id)
         if order is None:
             raise HTTPException(404, f"order_id: no order {order_id}")
-        return {"order_id": order_id, "entries": [a.model_dump(mode="json") for a in order.audit]}
+        entries = [a.model_dump(mode="json") for a in order.audit]
+        if unmasked:
+            await unmask(request, principal, order_id, "address history")
+        else:
+            entries = [_masked_audit(e) for e in entries]
+        return {"order_id": order_id, "entries": entries}
+
+    @router.get(
+        "/audit",
+        tags=["audit"],
+        dependencies=managers,
+        summary="Unmasked looks at personal data (who, when, which order, from where), newest "
+        "first. Append-only: no endpoint changes it.",
+    )
+    async def get_access_audit(
+        subject: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+        action: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
+    ) -> dict[str, Any]:
+        found = await audit.entries(subject=subject, action=action, limit=limit)
+        return {
+            "entries": [
+                {
+                    "id": e.id,
+                    "actor": e.actor,
+                    "role": e.role,
+                    "action": e.action,
+                    "subject": e.subject,
+                    "at": e.at.isoformat(),
+                    "source": e.source,
+                    "reason": e.reason,
+                }
+                for e in found
+            ]
+        }
 
     @router.post(
         "/orders/{order_id}/verifications",
@@ -325,7 +411,7 @@ def make_router(deps: Deps) -> APIRouter:
             raise HTTPException(
                 409, f"status: order {order_id} is {order.status.value}; no changes after shipping"
             )
-        return ChangeResult(outcome=outcome, order=OrderView.of(order, principal))
+        return ChangeResult(outcome=outcome, order=OrderView.of(order))
 
     @router.post(
         "/contacts",
