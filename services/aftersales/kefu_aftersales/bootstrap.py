@@ -7,14 +7,16 @@ from datetime import datetime, timedelta
 
 from fastapi import FastAPI
 from kefu_shared.audit import AUDIT_COLLECTION, AUDIT_INDEXES, AuditLog
+from kefu_shared.crypto import SealedStore
 from kefu_shared.envelope import utcnow
 from kefu_shared.http import create_http_app
+from kefu_shared.mongo import outbox_index
 from kefu_shared.retention import RetentionJob, RetentionRule
 from kefu_shared.runtime import build_runtime
 from kefu_shared.settings import load_settings
 
 from kefu_aftersales import handlers
-from kefu_aftersales.adapters import mongo
+from kefu_aftersales.adapters import encryption, mongo
 from kefu_aftersales.adapters.metrics import AftersalesMetrics
 from kefu_aftersales.domain.flows import load_flows
 from kefu_aftersales.domain.inference import load_inferrer
@@ -38,13 +40,25 @@ def create_app(
     settings = settings or load_settings(AftersalesSettings)
     runtime = build_runtime(SERVICE, settings)
     runtime.indexes.extend([*mongo.INDEXES, *AUDIT_INDEXES])
-    cases = runtime.document_store(mongo.CASES)
+    # Contacts sealed at rest (KEFU_DATA_KEYS): the stores seal on write and open on read; the
+    # case queries open what they find with the same table.
+    sealed = encryption.sealed_fields(settings.field_cipher())
+
+    def sealed_store(collection: str) -> SealedStore:
+        store = SealedStore(
+            runtime.db[collection], sealed[collection], on_events=runtime.relay.notify
+        )
+        runtime.relay.add_source(store)
+        runtime.indexes.append(outbox_index(collection))
+        return store
+
+    cases = sealed_store(mongo.CASES)
     deps = handlers.Deps(
         cases=cases,
-        orders=runtime.document_store(mongo.ORDERS),
+        orders=sealed_store(mongo.ORDERS),
         claims=runtime.document_store(mongo.CLAIMS),
         inquiries=runtime.document_store(mongo.INQUIRIES),
-        queries=mongo.CaseQueries(cases.collection),
+        queries=mongo.CaseQueries(cases.collection, sealed[mongo.CASES].open),
         audit=AuditLog(runtime.db[AUDIT_COLLECTION]),
         policy=load_policy(settings.policy_file or None),
         flows=load_flows(settings.flows_file or None),
@@ -74,11 +88,22 @@ def create_app(
         interval_seconds=settings.retention_scan_seconds,
         clock=clock,
     )
+    # Marketplace review texts (and the replies that quote them) have their own period.
+    review_retention = RetentionJob(
+        [RetentionRule(runtime.db[mongo.CASES], "closed_at", fields=mongo.REVIEW_TEXTS)],
+        period=timedelta(days=settings.review_retention_days),
+        interval_seconds=settings.retention_scan_seconds,
+        clock=clock,
+    )
 
     async def free_text_retention() -> None:
         await retention.run()
 
-    runtime.background.append(free_text_retention)
+    async def review_text_retention() -> None:
+        await review_retention.run()
+
+    runtime.background.extend([free_text_retention, review_text_retention])
+
     app = create_http_app(runtime, [api.router(deps)], description=DESCRIPTION)
     app.state.deps = deps
     app.state.runtime = runtime

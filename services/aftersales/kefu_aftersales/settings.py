@@ -20,6 +20,12 @@ class AftersalesSettings(ServiceSettings):
         gt=0,
         description="How often free text past the retention period (retention_days) is purged.",
     )
+    review_retention_days: float = Field(
+        default=30.0,
+        gt=0,
+        description="Marketplace review texts, replies and explanations of cases closed longer "
+        "than this are purged.",
+    )
 
     http_port: int = Field(default=8085, ge=1, le=65535)
     policy_file: str = Field(

@@ -3,6 +3,7 @@ classification. Writes go through ``VersionedDocumentStore``; the reads here are
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -95,13 +96,27 @@ def order_from_state(order_id: str, s: Document) -> OrderSnapshot:
 VIEW_PROJECTION = {"outbox": 0, "applied": 0, "outbox_pending": 0}
 
 
+# Free text of a marketplace review case, purged after KEFU_AFTERSALES_REVIEW_RETENTION_DAYS.
+REVIEW_TEXTS = ("review.text", "review.reply", "review.explanation")
+
+
 class CaseQueries:
-    def __init__(self, cases: Collection) -> None:
+    """Read side over the cases; ``open_sealed`` decrypts the sealed personal fields."""
+
+    def __init__(
+        self,
+        cases: Collection,
+        open_sealed: Callable[[dict[str, Any]], dict[str, Any]] = dict,
+    ) -> None:
         self._cases = cases
+        self._open = open_sealed
+
+    def _case(self, doc: Document) -> Case:
+        return Case.from_state(self._open(_state(doc)))
 
     async def get(self, case_id: str) -> Case | None:
         doc = await self._cases.find_one({"_id": case_id}, VIEW_PROJECTION)
-        return Case.from_state(_state(doc)) if doc else None
+        return self._case(doc) if doc else None
 
     async def search(
         self,
@@ -122,7 +137,7 @@ class CaseQueries:
             if value:
                 query[name] = value
         cursor = self._cases.find(query, VIEW_PROJECTION).sort("opened_at", DESCENDING)
-        return [Case.from_state(_state(d)) for d in await cursor.limit(limit).to_list()]
+        return [self._case(d) for d in await cursor.limit(limit).to_list()]
 
     async def due(self, now: datetime, limit: int) -> list[str]:
         cursor = self._cases.find({"next_timer_at": {"$lte": now}}, {"_id": 1}).sort(

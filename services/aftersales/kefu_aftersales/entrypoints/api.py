@@ -6,7 +6,7 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
 from kefu_shared.auth import MANAGERS, STAFF, Principal, Role, current_principal, requires
 from kefu_shared.contracts.aftersales import (
     CASE_ID_PATTERN,
@@ -35,6 +35,17 @@ CaseId = Annotated[str, Path(pattern=CASE_ID_PATTERN)]
 StaffOrService = Depends(requires(*STAFF, Role.SERVICE))
 Staff = Depends(requires(*STAFF))
 Managers = Depends(requires(*MANAGERS))
+# As in inquiry (DOMAIN.md 6, least privilege): contacts are masked for everyone; supervisors
+# and admins may ask for them unmasked, and each such look is audited.
+MAY_UNMASK = MANAGERS
+UNMASKED_ACTION = "pii.unmasked"
+Unmasked = Annotated[
+    bool,
+    Query(
+        description="Supervisors and admins: show the customer's contact in clear (the look "
+        "is written to the audit log, GET /audit)."
+    ),
+]
 
 
 # -- bodies -------------------------------------------------------------------------------------
@@ -161,7 +172,8 @@ class LineView(BaseModel):
 
 
 class CaseView(BaseModel):
-    """A case as staff see it: the contact is masked (DOMAIN.md 6, least privilege)."""
+    """A case as staff see it: the contact is masked unless a supervisor or admin asked for it
+    (audited; DOMAIN.md 6, least privilege)."""
 
     id: str
     kind: CaseKind
@@ -199,19 +211,22 @@ class CaseView(BaseModel):
     history: list[HistoryEntry]
 
     @classmethod
-    def of(cls, case: Case, deps: Deps) -> CaseView:
+    def of(cls, case: Case, deps: Deps, *, unmasked: bool = False) -> CaseView:
         data = case.model_dump(
             mode="python",
             exclude={"contact", "auto_close_at", "lines"},
         )
+        contact = case.contact
         return cls(
             **data,
             lines=[LineView(**line.model_dump()) for line in case.lines],
-            contact=CaseContact(
-                email=mask_email(case.contact.email),
-                phone=mask_phone(case.contact.phone),
-                wechat_openid="***" if case.contact.wechat_openid else None,
-                marketplace_im_id="***" if case.contact.marketplace_im_id else None,
+            contact=contact
+            if unmasked
+            else CaseContact(
+                email=mask_email(contact.email),
+                phone=mask_phone(contact.phone),
+                wechat_openid="***" if contact.wechat_openid else None,
+                marketplace_im_id="***" if contact.marketplace_im_id else None,
             ),
             value_cents=case.value_cents,
             next_states=sorted(deps.flows.next_states(case.kind, case.state)),
@@ -296,12 +311,34 @@ def router(deps: Deps) -> APIRouter:
             response.status_code = status.HTTP_200_OK
         return CaseView.of(case, deps)
 
-    @api.get("/cases/{case_id}", response_model=CaseView, dependencies=[StaffOrService])
-    async def get_case(case_id: CaseId) -> CaseView:
+    @api.get(
+        "/cases/{case_id}",
+        response_model=CaseView,
+        dependencies=[StaffOrService],
+        responses={403: {"description": "unmasked=true from a role that may not unmask."}},
+    )
+    async def get_case(
+        case_id: CaseId,
+        request: Request,
+        principal: Annotated[Principal, Depends(current_principal)],
+        unmasked: Unmasked = False,
+    ) -> CaseView:
+        if unmasked and principal.role not in MAY_UNMASK:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "unmasked: only supervisors and admins")
         case = await deps.queries.get(case_id)
         if case is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"case_id: no case {case_id}")
-        return CaseView.of(case, deps)
+        if unmasked:
+            # Who, when, what, from where; append-only (no route changes the audit log).
+            await deps.audit.record(
+                actor=principal.subject,
+                role=principal.role.value,
+                action=UNMASKED_ACTION,
+                subject=case_id,
+                source=request.client.host if request.client else "",
+                reason="case contact",
+            )
+        return CaseView.of(case, deps, unmasked=unmasked)
 
     @api.get(
         "/cases",
