@@ -8,15 +8,26 @@ from zoneinfo import ZoneInfo
 
 from fastapi import FastAPI
 from kefu_shared import topics
+from kefu_shared.crypto import SealedStore
 from kefu_shared.http import create_http_app
+from kefu_shared.mongo import outbox_index
+from kefu_shared.retention import RetentionJob, RetentionRule
 from kefu_shared.runtime import ServiceRuntime, build_runtime
 
+from kefu_notifier.adapters import encryption
 from kefu_notifier.adapters.http_provider import HttpProviderSender
 from kefu_notifier.adapters.log_sender import LogSender
 from kefu_notifier.adapters.metrics import NotifierMetrics, WebhookMetrics
 from kefu_notifier.adapters.rendering import JinjaRenderer
 from kefu_notifier.adapters.smtp import SmtpEmailSender
-from kefu_notifier.adapters.store import CUSTOMERS, DELIVERIES, INDEXES, DeliveryLog
+from kefu_notifier.adapters.store import (
+    CUSTOMERS,
+    DELIVERIES,
+    INDEXES,
+    RENDERED_TEXTS,
+    DeliveryLog,
+    finished,
+)
 from kefu_notifier.adapters.webhook_http import HttpWebhookPoster, ResolvingTargetGuard
 from kefu_notifier.adapters.webhook_store import (
     SUBSCRIPTIONS,
@@ -103,10 +114,22 @@ def create_app(
     runtime = build_runtime(SERVICE, settings)
     runtime.indexes.extend(INDEXES)
     runtime.indexes.extend(WEBHOOK_INDEXES)
-    deliveries = runtime.document_store(DELIVERIES)
+    # Contacts, routes and rendered texts sealed at rest (KEFU_DATA_KEYS): the stores seal on
+    # write and open on read; the delivery log's projection leaves those fields out.
+    sealed = encryption.sealed_fields(settings.field_cipher())
+
+    def sealed_store(collection: str) -> SealedStore:
+        store = SealedStore(
+            runtime.db[collection], sealed[collection], on_events=runtime.relay.notify
+        )
+        runtime.relay.add_source(store)
+        runtime.indexes.append(outbox_index(collection))
+        return store
+
+    deliveries = sealed_store(DELIVERIES)
     deps = NotifierDeps(
         deliveries=deliveries,
-        customers=runtime.document_store(CUSTOMERS),
+        customers=sealed_store(CUSTOMERS),
         delivery_log=DeliveryLog(deliveries.collection),
         renderer=JinjaRenderer(),
         senders=build_senders(settings, channel_overrides),
@@ -142,6 +165,20 @@ def create_app(
         await dispatcher.run()
 
     runtime.background.append(dispatch_deliveries)
+
+    # FerretDB has no TTL index: rendered texts of finished deliveries go in a purge job
+    # (the delivery record, its status and times stay for the log and the KPIs).
+    retention = RetentionJob(
+        [RetentionRule(deliveries.collection, "updated_at", RENDERED_TEXTS, where=finished())],
+        period=timedelta(days=settings.retention_days),
+        interval_seconds=settings.retention_scan_seconds,
+        clock=clock or utc_now,
+    )
+
+    async def rendered_text_retention() -> None:
+        await retention.run()
+
+    runtime.background.append(rendered_text_retention)
     register_consumers(runtime, deps)
 
     webhooks = build_webhooks(runtime, settings, clock or utc_now, webhook_poster, target_guard)

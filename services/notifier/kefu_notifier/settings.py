@@ -102,6 +102,14 @@ class NotifierSettings(ServiceSettings):
         "(clock skew between services); older ones never do.",
     )
 
+    # Retention (retention_days, shared setting): rendered texts of finished deliveries.
+    retention_scan_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="How often rendered texts of deliveries finished more than retention_days "
+        "ago are purged.",
+    )
+
     @field_validator("shop_timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:

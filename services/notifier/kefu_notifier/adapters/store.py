@@ -94,6 +94,15 @@ def recent_sends_from_state(s: Document | None) -> list[datetime]:
     return list(s.get("recent_sends", ())) if s else []
 
 
+# What a notice said: purged from finished deliveries after the retention period.
+RENDERED_TEXTS = ("content.subject", "content.body")
+
+
+def finished() -> Document:
+    """Deliveries that will not be sent (again): their texts are no longer needed."""
+    return {"status": {"$nin": [s.value for s in DUE_STATUSES]}}
+
+
 # The log shows where a notice is, not what it said: the rendered body may hold a verification
 # code or an address, so it stays out of the API.
 LOG_PROJECTION = {"outbox": 0, "applied": 0, "content": 0, "routes": 0, "outbox_pending": 0}
