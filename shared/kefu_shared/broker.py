@@ -1,14 +1,18 @@
-"""The Kafka broker every service uses: idempotent producer, at-least-once consumption."""
+"""The Kafka broker every service uses: idempotent producer, at-least-once consumption, and
+the connection's TLS/SASL (``KafkaSecuritySettings``) for it and every raw aiokafka client."""
 
 from __future__ import annotations
 
 import logging
+import ssl
 from typing import Any
 
 from faststream.kafka import KafkaBroker
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from faststream.kafka.security import parse_security
 from faststream.middlewares import AckPolicy
+from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
@@ -20,8 +24,46 @@ from kefu_shared.dead_letter import (
     dead_letter_middleware,
 )
 from kefu_shared.outbox import OutboxMessage
+from kefu_shared.settings import KafkaSecuritySettings, load_settings
 from kefu_shared.topics import dead_letter_topic
 from kefu_shared.tracing import continue_trace
+
+_SASL = {"PLAIN": SASLPlaintext, "SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512}
+
+
+def kafka_security_from_environment() -> KafkaSecuritySettings:
+    """The ``KAFKA_SECURITY_PROTOCOL``... variables; a bad combination exits naming them."""
+    return load_settings(KafkaSecuritySettings)
+
+
+def tls_context(config: KafkaSecuritySettings) -> ssl.SSLContext:
+    """Verifies the brokers (the CA file, else the system's CAs); presents a client cert."""
+    context = ssl.create_default_context(cafile=config.kafka_ssl_cafile or None)
+    if config.kafka_ssl_certfile:
+        context.load_cert_chain(config.kafka_ssl_certfile, config.kafka_ssl_keyfile or None)
+    return context
+
+
+def kafka_security(config: KafkaSecuritySettings) -> BaseSecurity | None:
+    """FastStream's security object for the broker; None for PLAINTEXT."""
+    context = tls_context(config) if config.uses_tls else None
+    if config.uses_sasl:
+        sasl = _SASL[config.kafka_sasl_mechanism]
+        return sasl(
+            config.kafka_sasl_username,
+            config.kafka_sasl_password.get_secret_value(),
+            ssl_context=context,
+            use_ssl=config.uses_tls,
+        )
+    if context is not None:
+        return BaseSecurity(ssl_context=context)
+    return None
+
+
+def aiokafka_security_options(config: KafkaSecuritySettings) -> dict[str, Any]:
+    """The same security as keyword arguments of a raw aiokafka client (admin, consumer,
+    producer): derived from the broker's object by FastStream's own mapping, so they agree."""
+    return parse_security(kafka_security(config))
 
 
 def make_broker(
@@ -32,8 +74,13 @@ def make_broker(
     tracer_provider: TracerProvider,
     retry: RetryPolicy,
     topic_prefix: str = "",
+    security: KafkaSecuritySettings | None = None,
 ) -> KafkaBroker:
-    """A broker whose subscribers commit only after handling (or dead-lettering) a message."""
+    """A broker whose subscribers commit only after handling (or dead-lettering) a message.
+
+    ``security`` defaults to the ``KAFKA_*`` security variables of the environment.
+    """
+    security = security or kafka_security_from_environment()
     dlq_topic = topic_prefix + dead_letter_topic(service)
     holder: dict[str, KafkaBroker] = {}
 
@@ -53,6 +100,7 @@ def make_broker(
     )
     broker = KafkaBroker(
         bootstrap_servers,
+        security=kafka_security(security),
         client_id=f"kefu-{service}",
         enable_idempotence=True,
         acks="all",

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import CollectorRegistry, Gauge
+
+from kefu_shared.broker import aiokafka_security_options, kafka_security_from_environment
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +30,15 @@ class ConsumerLagMonitor:
         registry: CollectorRegistry,
         service: str,
         interval_seconds: float = 15.0,
+        client_options: Mapping[str, Any] | None = None,
     ) -> None:
         self._bootstrap = bootstrap_servers
+        # TLS/SASL like the broker's (by default from the same KAFKA_* variables).
+        self._options = dict(
+            client_options
+            if client_options is not None
+            else aiokafka_security_options(kafka_security_from_environment())
+        )
         self._groups = groups
         self._interval = interval_seconds
         self._service = service
@@ -40,8 +50,10 @@ class ConsumerLagMonitor:
         )
 
     async def measure_once(self) -> dict[tuple[str, str, int], int]:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap)
-        consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, group_id=None)
+        admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap, **self._options)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap, group_id=None, **self._options
+        )
         await admin.start()
         await consumer.start()
         found: dict[tuple[str, str, int], int] = {}

@@ -9,9 +9,10 @@ with a message naming the variable, instead of failing later on the first messag
 from __future__ import annotations
 
 import sys
-from typing import TypeVar
+from pathlib import Path
+from typing import Literal, Self, TypeVar
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kefu_shared.auth import KeyRing
@@ -106,6 +107,73 @@ class ServiceSettings(BaseSettings):
         return f"{self.topic_prefix}{name}"
 
 
+KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+KafkaSaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+
+class KafkaSecuritySettings(BaseSettings):
+    """How every kefu process reaches Kafka: TLS and SASL (``kefu_shared.broker`` applies it).
+
+    Unprefixed ``KAFKA_*`` variables, like ``KAFKA_BOOTSTRAP_SERVERS``: the cluster's security
+    is the platform's, the same for every service. Kept out of ``ServiceSettings`` because the
+    composition root cannot hand them to the broker yet (see docs/security.md 9); the broker
+    and the lag monitor read them from the environment, and a bad combination stops the
+    service at start naming the variable.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)
+
+    kafka_security_protocol: KafkaSecurityProtocol = Field(
+        default="PLAINTEXT", description="PLAINTEXT, SSL (TLS), SASL_PLAINTEXT or SASL_SSL."
+    )
+    kafka_sasl_mechanism: KafkaSaslMechanism = Field(
+        default="SCRAM-SHA-512", description="With SASL_*: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512."
+    )
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: SecretStr = SecretStr("")
+    kafka_ssl_cafile: str = Field(
+        default="",
+        description="CA bundle (PEM) that signed the brokers' certificates; "
+        "empty trusts the system's CAs.",
+    )
+    kafka_ssl_certfile: str = Field(default="", description="Client certificate (PEM), mTLS.")
+    kafka_ssl_keyfile: str = Field(default="", description="Its private key (PEM).")
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.kafka_security_protocol.startswith("SASL_")
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.kafka_security_protocol in ("SSL", "SASL_SSL")
+
+    @model_validator(mode="after")
+    def _complete(self) -> Self:
+        protocol = self.kafka_security_protocol
+        if self.uses_sasl:
+            if not self.kafka_sasl_username:
+                raise ValueError(
+                    f"KAFKA_SASL_USERNAME is required with KAFKA_SECURITY_PROTOCOL={protocol}"
+                )
+            if not self.kafka_sasl_password.get_secret_value():
+                raise ValueError(
+                    f"KAFKA_SASL_PASSWORD is required with KAFKA_SECURITY_PROTOCOL={protocol} "
+                    f"(mechanism {self.kafka_sasl_mechanism})"
+                )
+        for name, value in (
+            ("KAFKA_SSL_CAFILE", self.kafka_ssl_cafile),
+            ("KAFKA_SSL_CERTFILE", self.kafka_ssl_certfile),
+            ("KAFKA_SSL_KEYFILE", self.kafka_ssl_keyfile),
+        ):
+            if value and not self.uses_tls:
+                raise ValueError(f"{name} is set but KAFKA_SECURITY_PROTOCOL={protocol} has no TLS")
+            if value and not Path(value).is_file():
+                raise ValueError(f"{name}: no file {value}")
+        if self.kafka_ssl_keyfile and not self.kafka_ssl_certfile:
+            raise ValueError("KAFKA_SSL_KEYFILE needs KAFKA_SSL_CERTFILE (the client certificate)")
+        return self
+
+
 S = TypeVar("S", bound=BaseSettings)
 
 
@@ -121,8 +189,10 @@ def load_settings(cls: type[S], **overrides: object) -> S:
         prefix = str(cls.model_config.get("env_prefix", ""))
         lines = []
         for err in exc.errors():
-            field = str(err["loc"][0]) if err["loc"] else "?"
-            env_name = _env_name(cls, field, prefix)
+            if not err["loc"]:  # a rule across fields: its message names the variables
+                lines.append(f"  {err['msg']}")
+                continue
+            env_name = _env_name(cls, str(err["loc"][0]), prefix)
             lines.append(f"  {env_name}: {err['msg']}")
         message = f"invalid configuration for {cls.__name__}:\n" + "\n".join(lines)
         print(message, file=sys.stderr)
