@@ -48,6 +48,13 @@ class ServiceSettings(BaseSettings):
     retry_initial_backoff_seconds: float = Field(default=0.2, gt=0, le=60)
     retry_max_backoff_seconds: float = Field(default=5.0, gt=0, le=600)
     outbox_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    outbox_sweep_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="How often the outbox relay scans for events a crash or a failed publish "
+        "left behind; written events are handed to the relay directly.",
+    )
     lag_interval_seconds: float = Field(
         default=15.0, gt=0, le=600, description="How often consumer lag is measured."
     )
