@@ -63,6 +63,10 @@ class Outcome:
     events: list[OutboxMessage] = field(default_factory=list)
 
 
+# Called after a write that staged events, with the store and what it wrote (``outbox`` holds
+# every event still waiting in the document, oldest first): the relay publishes them at once.
+OnWritten = Callable[["VersionedDocumentStore", Stored], None]
+
 Decide = (
     Callable[[Stored | None], Change | None] | Callable[[Stored | None], Awaitable[Change | None]]
 )
@@ -83,6 +87,7 @@ class VersionedDocumentStore:
         self._applied_limit = applied_limit
         self._max_attempts = max_attempts
         self._on_events = on_events
+        self._on_written: OnWritten | None = None
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     def _lock(self, doc_id: str) -> asyncio.Lock:
@@ -91,6 +96,10 @@ class VersionedDocumentStore:
             lock = asyncio.Lock()
             self._locks[doc_id] = lock
         return lock
+
+    def hand_written_events_to(self, on_written: OnWritten) -> None:
+        """After each write that staged events, call ``on_written`` instead of ``on_events``."""
+        self._on_written = on_written
 
     async def load(self, doc_id: str) -> Stored | None:
         doc = await self.collection.find_one({"_id": doc_id})
@@ -120,8 +129,11 @@ class VersionedDocumentStore:
                 return Outcome(stored=current)
             written = await self._write(doc_id, current, change, message_id)
             if written is not None:
-                if change.events and self._on_events is not None:
-                    self._on_events()
+                if change.events:
+                    if self._on_written is not None:
+                        self._on_written(self, written)
+                    elif self._on_events is not None:
+                        self._on_events()
                 return Outcome(stored=written, changed=True, events=list(change.events))
         raise ConcurrencyConflict(f"{self.collection.name}/{doc_id}: too many concurrent writers")
 
@@ -165,14 +177,42 @@ class VersionedDocumentStore:
         cursor = self.collection.find({"outbox_pending": True}, {"outbox": 1, "version": 1})
         return await cursor.limit(limit).to_list()
 
-    async def remove_relayed(self, doc_id: str, sent: set[str]) -> bool:
-        """Drop published events, under the same lock and compare-and-set as every writer."""
+    async def remove_relayed(
+        self,
+        doc_id: str,
+        sent: set[str],
+        *,
+        version: int | None = None,
+        outbox: Sequence[Document] | None = None,
+    ) -> bool:
+        """Drop published events, under the same lock and compare-and-set as every writer.
+
+        With the ``version`` and ``outbox`` the relay saw, one compare-and-set does it when the
+        document has not changed since; otherwise it is read again.
+        """
         async with self._lock(doc_id):
+            if version is not None and outbox is not None:
+                remaining = [m for m in outbox if m.get("id") not in sent]
+                result = await self.collection.update_one(
+                    {"_id": doc_id, "version": version},
+                    {
+                        "$set": {
+                            "outbox": remaining,
+                            "outbox_pending": bool(remaining),
+                            "version": version + 1,
+                        }
+                    },
+                )
+                if result.matched_count:
+                    return True
             for _ in range(self._max_attempts):
                 doc = await self.collection.find_one({"_id": doc_id}, {"outbox": 1, "version": 1})
                 if doc is None:
                     return False
-                remaining = [m for m in doc.get("outbox") or () if m.get("id") not in sent]
+                outbox_now = list(doc.get("outbox") or ())
+                remaining = [m for m in outbox_now if m.get("id") not in sent]
+                if len(remaining) == len(outbox_now):
+                    return True  # another pass removed them already: nothing to write
                 current = int(doc.get("version", 0))
                 result = await self.collection.update_one(
                     {"_id": doc_id, "version": current},

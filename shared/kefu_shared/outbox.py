@@ -1,10 +1,18 @@
 """The transactional outbox: events stored with the change that caused them, relayed afterwards.
 
 A use case never publishes directly: it writes its events into the aggregate's document (see
-``documents.py``) and the relay publishes them and removes them. A crash after the write and
-before the publish loses nothing (the relay finds the events on its next scan); a crash after the
-publish and before the removal publishes the same event again with the same id, which consumers
-deduplicate. So: at least once, never under two different ids.
+``documents.py``) and the relay publishes them and removes them. The store hands every write that
+staged events to the relay, which publishes that document's events at once; a slow sweep of
+``outbox_pending`` documents is the safety net. A crash after the write and before the publish
+loses nothing (the sweep finds the events, also at start-up); a crash after the publish and
+before the removal publishes the same event again with the same id, which consumers deduplicate.
+So: at least once, never under two different ids.
+
+Order: one document's events go out oldest first, one relay pass per document at a time (a
+FIFO lock per document, shared by hand-offs and the sweep). Events of one topic and key (one
+partition) are published one after another, each confirmed before the next, and a failure
+stops that sequence, so a later event never overtakes an earlier one; different partitions
+have no order between them in Kafka, so they are published together.
 """
 
 from __future__ import annotations
@@ -12,16 +20,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from kefu_shared.envelope import Envelope, utcnow
 from kefu_shared.mongo import Document
 from kefu_shared.tracing import current_trace_carrier
+
+if TYPE_CHECKING:
+    from kefu_shared.documents import Stored
 
 log = logging.getLogger(__name__)
 
@@ -111,18 +124,27 @@ class OutboxSource(Protocol):
 
     async def pending_outbox(self, limit: int) -> list[Document]: ...
 
-    async def remove_relayed(self, doc_id: str, sent: set[str]) -> bool: ...
+    async def remove_relayed(
+        self,
+        doc_id: str,
+        sent: set[str],
+        *,
+        version: int | None = None,
+        outbox: Sequence[Document] | None = None,
+    ) -> bool: ...
 
 
 class OutboxRelay:
-    """Scans aggregate stores for unsent events and publishes them in order per document."""
+    """Publishes the events each write hands over, in order per document, and sweeps slowly
+    for events a crash or a failed publish left behind."""
 
     def __init__(
         self,
         sources: Sequence[OutboxSource],
         publish: Publish,
         *,
-        poll_seconds: float = 1.0,
+        poll_seconds: float = 30.0,
+        retry_seconds: float = 1.0,
         batch_size: int = 200,
         concurrency: int = 32,
         metrics: OutboxMetrics | None = None,
@@ -130,18 +152,54 @@ class OutboxRelay:
         self._sources = list(sources)
         self._publish = publish
         self._poll_seconds = poll_seconds
+        # After a failed publish the sweep comes back this soon instead of a full poll later.
+        self._retry_seconds = min(retry_seconds, poll_seconds)
         self._batch_size = batch_size
         self._semaphore = asyncio.Semaphore(concurrency)
         self._metrics = metrics
         self._wake = asyncio.Event()
         self._stopping = False
+        self._failed = False
+        self._doc_locks: weakref.WeakValueDictionary[tuple[int, str], asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
+        # Ids confirmed by the broker lately: a pass that sees them again (its snapshot was
+        # taken before another pass removed them) removes them without publishing twice.
+        self._confirmed: OrderedDict[str, None] = OrderedDict()
+        self._confirmed_limit = 10_000
+        self._inflight: set[asyncio.Task[int]] = set()
 
     def add_source(self, source: OutboxSource) -> None:
         self._sources.append(source)
+        hand_over = getattr(source, "hand_written_events_to", None)
+        if hand_over is not None:
+            hand_over(self.handoff)
 
     def notify(self) -> None:
-        """A write just staged events: relay now rather than at the next poll."""
+        """A write just staged events: sweep now rather than at the next poll."""
         self._wake.set()
+
+    def handoff(self, source: OutboxSource, stored: Stored) -> None:
+        """A write just staged events: publish that document's outbox now, in the background."""
+        if self._stopping:
+            return  # the sweep of the next start publishes them
+        task = asyncio.create_task(
+            self._relay_document(source, stored.id, list(stored.outbox), stored.version)
+        )
+        self._inflight.add(task)
+        task.add_done_callback(self._handed_off_done)
+
+    def _handed_off_done(self, task: asyncio.Task[int]) -> None:
+        self._inflight.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("relaying handed-off events failed", exc_info=task.exception())
+            self._failed = True
+            self._wake.set()
+
+    async def idle(self) -> None:
+        """Wait until every handed-off document has been relayed (tests, benchmarks, stop)."""
+        while self._inflight:
+            await asyncio.gather(*list(self._inflight), return_exceptions=True)
 
     async def run(self) -> None:
         while not self._stopping:
@@ -150,10 +208,16 @@ class OutboxRelay:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("outbox scan failed; retrying at the next poll")
+                log.exception("outbox scan failed; retrying soon")
+                self._failed = True
                 relayed = 0
             if relayed:
                 continue  # more may be waiting: scan again without sleeping
+            if self._failed:
+                # A publish or the scan failed (broker or store away): try again soon, not in
+                # a tight loop and not a whole poll later.
+                await asyncio.sleep(self._retry_seconds)
+                continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._poll_seconds)
             self._wake.clear()
@@ -163,7 +227,8 @@ class OutboxRelay:
         self._wake.set()
 
     async def relay_once(self) -> int:
-        """Publish what is pending now; returns how many events went out."""
+        """Sweep: publish what is pending now; returns how many events went out."""
+        self._failed = False
         total = 0
         backlog = 0
         oldest: datetime | None = None
@@ -175,7 +240,14 @@ class OutboxRelay:
                     created = item.get("created_at")
                     if created is not None and (oldest is None or created < oldest):
                         oldest = created
-            counts = await asyncio.gather(*(self._relay_document(source, d) for d in docs))
+            counts = await asyncio.gather(
+                *(
+                    self._relay_document(
+                        source, doc["_id"], list(doc.get("outbox") or ()), doc.get("version")
+                    )
+                    for doc in docs
+                )
+            )
             total += sum(counts)
         if self._metrics is not None:
             self._metrics.backlog.set(backlog)
@@ -183,26 +255,59 @@ class OutboxRelay:
             self._metrics.oldest_age.set(max(age, 0.0))
         return total
 
-    async def _relay_document(self, source: OutboxSource, doc: Document) -> int:
-        sent: set[str] = set()
-        async with self._semaphore:
-            for item in doc.get("outbox") or ():
+    def _doc_lock(self, source: OutboxSource, doc_id: str) -> asyncio.Lock:
+        key = (id(source), doc_id)
+        lock = self._doc_locks.get(key)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._doc_locks[key] = lock
+        return lock
+
+    async def _relay_document(
+        self, source: OutboxSource, doc_id: str, outbox: list[Document], version: int | None
+    ) -> int:
+        """Publish one document's events (a snapshot at ``version``) and remove them."""
+        async with self._doc_lock(source, doc_id), self._semaphore:
+            already = {str(m.get("id")) for m in outbox if m.get("id") in self._confirmed}
+            # One sequence per partition (topic, key), in the document's order.
+            sequences: dict[tuple[str, str], list[OutboxMessage]] = {}
+            for item in outbox:
+                if item.get("id") in already:
+                    continue
                 message = OutboxMessage.from_document(item)
-                try:
-                    await self._publish(message)
-                except Exception:
-                    log.warning(
-                        "publishing %s to %s failed", message.id, message.topic, exc_info=True
-                    )
-                    if self._metrics is not None:
-                        self._metrics.failures.inc()
-                    break  # keep per-document order: the rest waits for the next scan
-                sent.add(message.id)
+                sequences.setdefault((message.topic, message.key), []).append(message)
+            published = await asyncio.gather(
+                *(self._publish_in_order(s) for s in sequences.values())
+            )
+            sent = already.union(*published)
             if sent:
-                if not await source.remove_relayed(doc["_id"], sent):
-                    log.warning(
-                        "could not mark events of %s relayed; they go out again", doc["_id"]
-                    )
+                removed = await source.remove_relayed(
+                    doc_id,
+                    sent,
+                    version=int(version) if version is not None else None,
+                    outbox=outbox,
+                )
+                if not removed:
+                    log.warning("could not mark events of %s relayed; they go out again", doc_id)
+            count = sum(len(p) for p in published)
+            if count and self._metrics is not None:
+                self._metrics.published.inc(count)
+        return count
+
+    async def _publish_in_order(self, messages: list[OutboxMessage]) -> set[str]:
+        sent: set[str] = set()
+        for message in messages:
+            try:
+                await self._publish(message)
+            except Exception:
+                log.warning("publishing %s to %s failed", message.id, message.topic, exc_info=True)
                 if self._metrics is not None:
-                    self._metrics.published.inc(len(sent))
-        return len(sent)
+                    self._metrics.failures.inc()
+                self._failed = True
+                self._wake.set()  # a sleeping sweep retries the rest soon
+                break  # keep the partition's order: the rest waits for the next sweep
+            sent.add(message.id)
+            self._confirmed[message.id] = None
+            if len(self._confirmed) > self._confirmed_limit:
+                self._confirmed.popitem(last=False)
+        return sent

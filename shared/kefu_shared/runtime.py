@@ -108,6 +108,11 @@ class ServiceRuntime:
 
     async def stop(self) -> None:
         self.relay.stop()
+        # Let hand-offs already publishing finish (the sweep of the next start covers the rest).
+        try:
+            await asyncio.wait_for(self.relay.idle(), timeout=5.0)
+        except TimeoutError:
+            log.warning("outbox hand-offs still running at stop; the next sweep relays them")
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -168,7 +173,8 @@ def build_runtime(
     relay = OutboxRelay(
         [],
         partial(publish_outbox_message, broker),
-        poll_seconds=settings.outbox_poll_seconds,
+        poll_seconds=settings.outbox_sweep_seconds,
+        retry_seconds=settings.outbox_poll_seconds,
         metrics=OutboxMetrics(registry, name),
     )
     return ServiceRuntime(

@@ -122,3 +122,70 @@ async def test_indexes_are_ensured_again_on_every_restart(
         await ensure_indexes(db, specs)
     names = {ix["name"] for ix in await (await db["cases"].list_indexes()).to_list()}
     assert {"outbox_pending", "by_customer", "ticket_unique"} <= names
+
+
+def numbered_case(topic: str, n: int) -> Callable[[Stored | None], Change]:
+    def decide(current: Stored | None) -> Change:
+        event = Envelope.wrap(CaseOpened(case_id="case-1"), source="aftersales")
+        return Change({"count": n}, [OutboxMessage.from_envelope(event, topic)])
+
+    return decide
+
+
+async def test_a_write_hands_its_events_to_the_relay_which_publishes_them_without_a_sweep(
+    db: AsyncDatabase[dict[str, Any]],
+    kafka_bootstrap: str,
+    broker_factory: Callable[..., KafkaBroker],
+    unique: str,
+) -> None:
+    topic = f"kefu.test.{unique}"
+    store = VersionedDocumentStore(db["cases"])
+    broker = broker_factory(f"k{unique}")
+    async with broker:
+        await broker.connect()
+        # No run(): nothing sweeps, so only the hand-off can publish.
+        relay = OutboxRelay([], partial(publish_outbox_message, broker), poll_seconds=3600)
+        relay.add_source(store)
+        [event] = (await store.mutate("case-1", open_case(topic))).events
+        await relay.idle()
+
+    received = await read_topic(kafka_bootstrap, topic, expect=1, settle=1.0)
+    assert [r.headers["ce_id"] for r in received] == [event.id]
+    done = await db["cases"].find_one({"_id": "case-1"})
+    assert done is not None
+    assert done["outbox"] == []
+    assert done["outbox_pending"] is False
+    assert done["count"] == 1
+
+
+async def test_events_of_one_document_written_in_quick_succession_go_out_once_and_in_order(
+    db: AsyncDatabase[dict[str, Any]],
+    kafka_bootstrap: str,
+    broker_factory: Callable[..., KafkaBroker],
+    unique: str,
+) -> None:
+    import asyncio
+
+    topic = f"kefu.test.{unique}"
+    store = VersionedDocumentStore(db["cases"])
+    broker = broker_factory(f"k{unique}")
+    written: list[str] = []
+    async with broker:
+        await broker.connect()
+        relay = OutboxRelay([], partial(publish_outbox_message, broker), poll_seconds=3600)
+        relay.add_source(store)
+        sweeper = asyncio.create_task(relay.run())  # the sweep races the hand-offs too
+        for n in range(8):
+            written += [
+                e.id for e in (await store.mutate("case-1", numbered_case(topic, n))).events
+            ]
+        await relay.idle()
+        await relay.relay_once()
+        relay.stop()
+        await sweeper
+
+    received = await read_topic(kafka_bootstrap, topic, expect=8, settle=1.0)
+    assert [r.headers["ce_id"] for r in received] == written
+    done = await db["cases"].find_one({"_id": "case-1"})
+    assert done is not None
+    assert done["outbox"] == []
