@@ -9,6 +9,11 @@ is atomic on both. So each aggregate document carries
 State, events and the applied id are written in one update: a crash either loses all of it
 (and the message is redelivered) or keeps all of it (and the relay publishes the events later).
 
+Decision: a document this process wrote a moment ago is not read again by its next write (the
+next step of the same message, the relay's removal): the store remembers what it wrote for a few
+seconds and compares-and-sets against that version. A stale memory (another instance wrote
+since) costs one unmatched update and a fresh read, never a lost update; ``load`` always reads.
+
 Decision: writes to one document are also serialised inside the process. MongoDB makes the
 version compare-and-set atomic, but FerretDB 1.24 (SQLite) does not: it reads and then writes
 without a lock, so concurrent updates of one document are lost (measured: 20 concurrent ``$inc``
@@ -19,9 +24,11 @@ the other writers in the same process (HTTP commands, timers, the outbox relay).
 from __future__ import annotations
 
 import asyncio
+import time
 import weakref
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pymongo.errors import DuplicateKeyError
@@ -82,12 +89,18 @@ class VersionedDocumentStore:
         applied_limit: int = 64,
         max_attempts: int = 20,
         on_events: Callable[[], None] | None = None,
+        remember_seconds: float = 5.0,
+        remember_limit: int = 1024,
     ) -> None:
         self.collection = collection
         self._applied_limit = applied_limit
         self._max_attempts = max_attempts
         self._on_events = on_events
         self._on_written: OnWritten | None = None
+        # What this process wrote lately, by id: (monotonic time written, what was written).
+        self._written: OrderedDict[str, tuple[float, Stored]] = OrderedDict()
+        self._remember_seconds = remember_seconds
+        self._remember_limit = remember_limit
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     def _lock(self, doc_id: str) -> asyncio.Lock:
@@ -100,6 +113,26 @@ class VersionedDocumentStore:
     def hand_written_events_to(self, on_written: OnWritten) -> None:
         """After each write that staged events, call ``on_written`` instead of ``on_events``."""
         self._on_written = on_written
+
+    def _remember(self, stored: Stored) -> None:
+        if self._remember_seconds <= 0:
+            return
+        self._written[stored.id] = (time.monotonic(), stored)
+        self._written.move_to_end(stored.id)
+        while len(self._written) > self._remember_limit:
+            self._written.popitem(last=False)
+
+    def _recall(self, doc_id: str) -> Stored | None:
+        entry = self._written.get(doc_id)
+        if entry is None:
+            return None
+        if time.monotonic() - entry[0] > self._remember_seconds:
+            del self._written[doc_id]
+            return None
+        return entry[1]
+
+    def _forget(self, doc_id: str) -> None:
+        self._written.pop(doc_id, None)
 
     async def load(self, doc_id: str) -> Stored | None:
         doc = await self.collection.find_one({"_id": doc_id})
@@ -120,15 +153,26 @@ class VersionedDocumentStore:
 
     async def _mutate(self, doc_id: str, decide: Decide, message_id: str | None) -> Outcome:
         for _ in range(self._max_attempts):
-            current = await self.load(doc_id)
+            current = self._recall(doc_id)
+            remembered = current is not None
+            if current is None:
+                current = await self.load(doc_id)
             if current is not None and message_id is not None and message_id in current.applied:
                 return Outcome(stored=current, duplicate=True)
             result = decide(current)
             change = await result if isinstance(result, Awaitable) else result
             if change is None:
+                if remembered:
+                    # A write checks the memory (compare-and-set); "nothing to do" cannot,
+                    # so it is decided again on a fresh read.
+                    self._forget(doc_id)
+                    continue
                 return Outcome(stored=current)
             written = await self._write(doc_id, current, change, message_id)
-            if written is not None:
+            if written is None:
+                self._forget(doc_id)  # stale or raced: read it on the next attempt
+            else:
+                self._remember(written)
                 if change.events:
                     if self._on_written is not None:
                         self._on_written(self, written)
@@ -172,6 +216,15 @@ class VersionedDocumentStore:
             return None
         return Stored(doc_id, change.state, version, tuple(applied), tuple(outbox))
 
+    def _relayed(self, doc_id: str, version: int, remaining: list[Document]) -> None:
+        """Keep the memory of a document in step with the relay's removal."""
+        entry = self._written.get(doc_id)
+        if entry is not None and entry[1].version == version:
+            stored = replace(entry[1], version=version + 1, outbox=tuple(remaining))
+            self._written[doc_id] = (entry[0], stored)
+        else:
+            self._forget(doc_id)
+
     async def pending_outbox(self, limit: int) -> list[Document]:
         """Documents holding events the relay has not published yet."""
         cursor = self.collection.find({"outbox_pending": True}, {"outbox": 1, "version": 1})
@@ -204,7 +257,9 @@ class VersionedDocumentStore:
                     },
                 )
                 if result.matched_count:
+                    self._relayed(doc_id, version, remaining)
                     return True
+            self._forget(doc_id)
             for _ in range(self._max_attempts):
                 doc = await self.collection.find_one({"_id": doc_id}, {"outbox": 1, "version": 1})
                 if doc is None:

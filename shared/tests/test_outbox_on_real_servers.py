@@ -189,3 +189,59 @@ async def test_events_of_one_document_written_in_quick_succession_go_out_once_an
     done = await db["cases"].find_one({"_id": "case-1"})
     assert done is not None
     assert done["outbox"] == []
+
+
+class CountingStore(VersionedDocumentStore):
+    reads = 0
+
+    async def load(self, doc_id: str) -> Stored | None:
+        self.reads += 1
+        return await super().load(doc_id)
+
+
+def add_one(current: Stored | None) -> Change:
+    return Change({"count": (current.state["count"] if current else 0) + 1})
+
+
+async def test_the_next_write_of_a_document_just_written_does_not_read_it_again(
+    db: AsyncDatabase[dict[str, Any]],
+) -> None:
+    store = CountingStore(db["cases"])
+    for _ in range(3):
+        await store.mutate("case-1", add_one)
+    assert store.reads == 1  # only the first write, which found nothing
+    doc = await db["cases"].find_one({"_id": "case-1"})
+    assert doc is not None
+    assert (doc["count"], doc["version"]) == (3, 3)
+
+
+async def test_a_write_from_another_instance_meanwhile_is_read_again_and_never_lost(
+    db: AsyncDatabase[dict[str, Any]],
+) -> None:
+    here, there = CountingStore(db["cases"]), CountingStore(db["cases"])
+    await here.mutate("case-1", add_one)
+    await there.mutate("case-1", add_one)  # this instance's memory of case-1 is now stale
+    await here.mutate("case-1", add_one)
+    doc = await db["cases"].find_one({"_id": "case-1"})
+    assert doc is not None
+    assert (doc["count"], doc["version"]) == (3, 3)
+    assert here.reads == 2
+
+
+async def test_nothing_to_do_is_decided_on_a_fresh_read_not_on_the_memory(
+    db: AsyncDatabase[dict[str, Any]],
+) -> None:
+    here, there = CountingStore(db["cases"]), CountingStore(db["cases"])
+    await here.mutate("case-1", lambda _: Change({"open": True}))
+    await there.mutate("case-1", lambda _: Change({"open": False}))
+
+    def reopen(current: Stored | None) -> Change | None:
+        if current is not None and current.state["open"]:
+            return None  # what this instance remembers: already open
+        return Change({"open": True})
+
+    outcome = await here.mutate("case-1", reopen)
+    assert outcome.changed
+    doc = await db["cases"].find_one({"_id": "case-1"})
+    assert doc is not None
+    assert doc["open"] is True
