@@ -24,17 +24,22 @@ the other writers in the same process (HTTP commands, timers, the outbox relay).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
+from pymongo import ASCENDING
 from pymongo.errors import DuplicateKeyError
 
 from kefu_shared.mongo import Collection, Document
 from kefu_shared.outbox import OutboxMessage
+
+log = logging.getLogger(__name__)
 
 RESERVED_FIELDS = frozenset({"_id", "version", "outbox", "outbox_pending", "applied"})
 
@@ -74,6 +79,78 @@ class Outcome:
 # every event still waiting in the document, oldest first): the relay publishes them at once.
 OnWritten = Callable[["VersionedDocumentStore", Stored], None]
 
+
+class DueTimes:
+    """When each document of a collection is next due, in a small collection of its own.
+
+    A timer loop that scans the aggregates for ``next_at <= now`` reads (and on FerretDB
+    decodes) every document each time. Here the store writes ``{_id, at, **labels}`` for a
+    document whose due time changed, right after the document itself (FerretDB has no
+    transactions, so it cannot be the same write), and the loop scans only this collection.
+    A crash between the two writes leaves an entry missing or stale: ``reconcile`` (at start and
+    every few minutes) rewrites entries from the aggregates, and a stale entry that fires finds
+    nothing to do and is set from the document (``refresh``). Entries are never deleted by
+    ``reconcile``, so a timer is late at worst, never lost; it fires once because firing is a
+    compare-and-set write to the aggregate, as before.
+    """
+
+    def __init__(
+        self,
+        collection: Collection,
+        source: Collection,
+        *,
+        due_at: Callable[[Document], datetime | None],
+        labels: Callable[[Document], Document] = lambda state: {},
+        may_be_due: Document | None = None,
+        projection: Document | None = None,
+    ) -> None:
+        self.collection = collection
+        self._source = source
+        self._due_at = due_at
+        self._labels = labels
+        self._may_be_due = may_be_due or {}
+        self._projection = projection
+
+    def due_of(self, state: Document | None) -> datetime | None:
+        return self._due_at(state) if state is not None else None
+
+    async def put(self, doc_id: str, state: Document | None) -> None:
+        at = self.due_of(state)
+        if at is None or state is None:
+            await self.collection.delete_one({"_id": doc_id})
+            return
+        entry = {"at": at, **self._labels(state)}
+        await self.collection.replace_one({"_id": doc_id}, entry, upsert=True)
+
+    async def refresh(self, doc_id: str, stored: Stored | None) -> None:
+        """Set the entry from the document as it is (after a firing that changed nothing)."""
+        await self.put(doc_id, stored.state if stored else None)
+
+    async def due(self, now: datetime, limit: int, where: Document | None = None) -> list[str]:
+        query: Document = {"at": {"$lte": now}, **(where or {})}
+        cursor = self.collection.find(query, {"_id": 1}).sort("at", ASCENDING)
+        return [str(d["_id"]) for d in await cursor.limit(limit).to_list()]
+
+    async def reconcile(self) -> int:
+        """Write an entry for every aggregate that is due and whose entry is missing or differs;
+        returns how many were written."""
+        have = {d["_id"]: d for d in await self.collection.find({}).to_list()}
+        written = 0
+        async for doc in self._source.find(self._may_be_due, self._projection):
+            at = self._due_at(doc)
+            if at is None:
+                continue
+            entry = {"at": at, **self._labels(doc)}
+            current = have.get(doc["_id"])
+            if current is not None and all(current.get(k) == v for k, v in entry.items()):
+                continue
+            await self.collection.replace_one({"_id": doc["_id"]}, entry, upsert=True)
+            written += 1
+        if written:
+            log.info("due times of %s: %d entries rewritten", self._source.name, written)
+        return written
+
+
 Decide = (
     Callable[[Stored | None], Change | None] | Callable[[Stored | None], Awaitable[Change | None]]
 )
@@ -91,6 +168,7 @@ class VersionedDocumentStore:
         on_events: Callable[[], None] | None = None,
         remember_seconds: float = 5.0,
         remember_limit: int = 1024,
+        due: DueTimes | None = None,
     ) -> None:
         self.collection = collection
         self._applied_limit = applied_limit
@@ -101,6 +179,7 @@ class VersionedDocumentStore:
         self._written: OrderedDict[str, tuple[float, Stored]] = OrderedDict()
         self._remember_seconds = remember_seconds
         self._remember_limit = remember_limit
+        self.due = due
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     def _lock(self, doc_id: str) -> asyncio.Lock:
@@ -173,6 +252,7 @@ class VersionedDocumentStore:
                 self._forget(doc_id)  # stale or raced: read it on the next attempt
             else:
                 self._remember(written)
+                await self._update_due(doc_id, current, written)
                 if change.events:
                     if self._on_written is not None:
                         self._on_written(self, written)
@@ -215,6 +295,19 @@ class VersionedDocumentStore:
         if result.matched_count == 0:
             return None
         return Stored(doc_id, change.state, version, tuple(applied), tuple(outbox))
+
+    async def _update_due(self, doc_id: str, before: Stored | None, after: Stored) -> None:
+        if self.due is None:
+            return
+        if before is not None and self.due.due_of(before.state) == self.due.due_of(after.state):
+            return
+        try:
+            await self.due.put(doc_id, after.state)
+        except Exception:
+            # The write itself stands; the reconcile pass restores the entry.
+            log.warning(
+                "due time of %s not recorded; the reconcile pass will", doc_id, exc_info=True
+            )
 
     def _relayed(self, doc_id: str, version: int, remaining: list[Document]) -> None:
         """Keep the memory of a document in step with the relay's removal."""

@@ -81,7 +81,7 @@ class ServiceRuntime:
         """Consumer group and offsets for this service's subscribers."""
         return subscriber_options(self.name, self.settings.consumer_group, **overrides)
 
-    def document_store(self, collection: str, **kwargs: int) -> VersionedDocumentStore:
+    def document_store(self, collection: str, **kwargs: Any) -> VersionedDocumentStore:
         """An aggregate collection whose outbox this service's relay publishes."""
         store = VersionedDocumentStore(self.db[collection], on_events=self.relay.notify, **kwargs)
         self.relay.add_source(store)

@@ -245,3 +245,55 @@ async def test_nothing_to_do_is_decided_on_a_fresh_read_not_on_the_memory(
     doc = await db["cases"].find_one({"_id": "case-1"})
     assert doc is not None
     assert doc["open"] is True
+
+
+def due_times(db: AsyncDatabase[dict[str, Any]]) -> Any:
+    from kefu_shared.documents import DueTimes
+
+    return DueTimes(
+        db["cases_due"],
+        db["cases"],
+        due_at=lambda state: state.get("remind_at"),
+        may_be_due={"remind_at": {"$ne": None}},
+    )
+
+
+async def test_a_write_that_sets_a_due_time_records_it_and_clearing_it_removes_it(
+    db: AsyncDatabase[dict[str, Any]],
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    due = due_times(db)
+    store = VersionedDocumentStore(db["cases"], due=due)
+    at = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    await store.mutate("case-1", lambda _: Change({"remind_at": at}))
+    await store.mutate("case-2", lambda _: Change({"remind_at": at + timedelta(hours=1)}))
+    assert await due.due(at - timedelta(seconds=1), 10) == []
+    assert await due.due(at, 10) == ["case-1"]
+    assert await due.due(at + timedelta(hours=2), 10) == ["case-1", "case-2"]
+    await store.mutate("case-1", lambda _: Change({"remind_at": None}))
+    assert await due.due(at + timedelta(hours=2), 10) == ["case-2"]
+
+
+async def test_a_due_time_lost_in_a_crash_is_restored_by_reconcile_and_a_stale_one_by_refresh(
+    db: AsyncDatabase[dict[str, Any]],
+) -> None:
+    from datetime import UTC, datetime
+
+    due = due_times(db)
+    store = VersionedDocumentStore(db["cases"], due=due)
+    at = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    await store.mutate("case-1", lambda _: Change({"remind_at": at}))
+    await store.mutate("case-2", lambda _: Change({"remind_at": at}))
+    # The process died after writing case-1 and before its due time: the entry is missing.
+    await db["cases_due"].delete_one({"_id": "case-1"})
+    # And case-2 was moved on by a write whose due time was never recorded: stale.
+    await db["cases"].update_one({"_id": "case-2"}, {"$set": {"remind_at": None}})
+    assert await due.due(at, 10) == ["case-2"]
+
+    assert await due.reconcile() == 1
+    assert await due.reconcile() == 0
+    assert sorted(await due.due(at, 10)) == ["case-1", "case-2"]
+    # Firing case-2 finds nothing due; the timer loop then sets its entry from the document.
+    await due.refresh("case-2", await store.load("case-2"))
+    assert await due.due(at, 10) == ["case-1"]

@@ -34,14 +34,17 @@ def create_app(
     channels = settings.served_channels()
     # Contacts sealed at rest (KEFU_DATA_KEYS): the store and the read side share the cipher.
     cipher = settings.field_cipher()
-    inquiries = EncryptedStore(runtime.db[mongo.INQUIRIES], cipher, on_events=runtime.relay.notify)
+    sla_due = mongo.sla_due_times(runtime.db)
+    inquiries = EncryptedStore(
+        runtime.db[mongo.INQUIRIES], cipher, on_events=runtime.relay.notify, due=sla_due
+    )
     runtime.relay.add_source(inquiries)
     runtime.indexes.append(outbox_index(mongo.INQUIRIES))
     deps = handlers.Deps(
         inquiries=inquiries,
         customers=runtime.document_store(mongo.CUSTOMERS),
         queries=mongo.InquiryQueries(
-            runtime.db[mongo.INQUIRIES], lambda state: unseal(state, cipher)
+            runtime.db[mongo.INQUIRIES], lambda state: unseal(state, cipher), sla_due
         ),
         agents=mongo.AgentDirectory(runtime.db[mongo.AGENTS]),
         knowledge=mongo.KnowledgeBase(runtime.db[mongo.ARTICLES], runtime.db[mongo.QUICK_REPLIES]),
@@ -71,6 +74,11 @@ def create_app(
             settings.sla_scan_seconds, lambda: handlers.fire_due_slas(deps), "sla timers"
         )
 
+    async def sla_due_reconcile() -> None:
+        await handlers.run_every(
+            settings.sla_reconcile_seconds, sla_due.reconcile, "sla due times reconcile"
+        )
+
     async def queue_dispatcher() -> None:
         await handlers.run_every(
             settings.dispatch_scan_seconds, lambda: handlers.dispatch_queue(deps), "dispatcher"
@@ -91,7 +99,9 @@ def create_app(
             "retention",
         )
 
-    runtime.background.extend([query_indexes, sla_timers, queue_dispatcher, transcript_retention])
+    runtime.background.extend(
+        [query_indexes, sla_timers, sla_due_reconcile, queue_dispatcher, transcript_retention]
+    )
     app = create_http_app(
         runtime,
         [

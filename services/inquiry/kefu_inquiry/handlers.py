@@ -446,6 +446,9 @@ async def fire_due_slas(deps: Deps) -> int:
             return _change(decision, deps, Context())
 
         outcome = await deps.inquiries.mutate(inquiry_id, decide)
+        if not outcome.changed and deps.inquiries.due is not None:
+            # Nothing was due after all (a stale due time): set it from the inquiry.
+            await deps.inquiries.due.refresh(inquiry_id, outcome.stored)
         for message in outcome.events:
             if message.headers.get("ce_type", "").startswith("kefu.inquiry.sla_"):
                 fired += 1

@@ -32,6 +32,13 @@ class InquirySettings(ServiceSettings):
         default=0.6, gt=0, le=1, description="Share of an article's keywords a message must hit."
     )
     sla_scan_seconds: float = Field(default=1.0, gt=0, le=60)
+    sla_reconcile_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        le=86400,
+        description="How often the SLA due times are rebuilt from the inquiries (after a crash "
+        "between an inquiry's write and its due time's).",
+    )
     retention_scan_seconds: float = Field(
         default=3600.0,
         gt=0,

@@ -340,3 +340,40 @@ async def test_an_sla_breach_fires_once_after_a_restart(
         ("inquiry.sla_breached", "first_response")
     ]
     assert sla_events[0]["data"]["customer_id"] == "c-sla"
+
+
+async def test_an_sla_whose_due_time_was_lost_in_a_crash_still_fires_once_after_a_restart(
+    service_overrides: dict[str, Any],
+    unique: str,
+    kafka_bootstrap: str,
+    tmp_path: Any,
+    mongo_client: AsyncMongoClient[dict[str, Any]],
+) -> None:
+    targets = tmp_path / "sla.json"
+    targets.write_text(
+        json.dumps({"warn_ratio": 0.99, "default": {"first_response": 3, "resolution": 3600}})
+    )
+    settings = make_settings(service_overrides, unique, sla_file=str(targets))
+    async with running(create_app(settings)) as client:
+        response = await client.post(
+            "/messages", json=message("订单什么时候发货", customer_id="c-x")
+        )
+        inquiry_id = response.json()["inquiry_id"]
+    due = mongo_client[settings.mongodb_database]["sla_due"]
+    assert await due.count_documents({"_id": inquiry_id}) == 1
+    # The process died between the inquiry's write and its due time's: no entry.
+    await due.delete_many({})
+    await asyncio.sleep(3.2)
+    async with running(create_app(settings)) as client:
+
+        async def breached() -> bool:
+            view = (await client.get(f"/inquiries/{inquiry_id}")).json()
+            first = next(c for c in view["sla"] if c["kind"] == "first_response")
+            return bool(first["state"] == "missed")
+
+        await eventually(breached, timeout=10)
+        await asyncio.sleep(1)  # more scans: nothing fires twice
+    got = await events(kafka_bootstrap, settings, expect=3)
+    assert [e["data"]["sla"] for e in got if e["type"] == "inquiry.sla_breached"] == [
+        "first_response"
+    ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -9,6 +11,7 @@ from zoneinfo import ZoneInfo
 from fastapi import FastAPI
 from kefu_shared import topics
 from kefu_shared.crypto import SealedStore
+from kefu_shared.documents import DueTimes
 from kefu_shared.http import create_http_app
 from kefu_shared.mongo import outbox_index
 from kefu_shared.retention import RetentionJob, RetentionRule
@@ -23,9 +26,11 @@ from kefu_notifier.adapters.smtp import SmtpEmailSender
 from kefu_notifier.adapters.store import (
     CUSTOMERS,
     DELIVERIES,
+    DELIVERIES_DUE,
     INDEXES,
     RENDERED_TEXTS,
     DeliveryLog,
+    delivery_due_times,
     finished,
 )
 from kefu_notifier.adapters.webhook_http import HttpWebhookPoster, ResolvingTargetGuard
@@ -52,6 +57,7 @@ from kefu_notifier.settings import NotifierSettings
 from kefu_notifier.webhook_handlers import WebhookDeps
 
 SERVICE = "notifier"
+log = logging.getLogger(__name__)
 DESCRIPTION = (
     "Sends every customer notification, templated per purpose and language, over the "
     "customer's channel; retried, rate-limited, quiet at night, and never twice."
@@ -118,19 +124,20 @@ def create_app(
     # write and open on read; the delivery log's projection leaves those fields out.
     sealed = encryption.sealed_fields(settings.field_cipher())
 
-    def sealed_store(collection: str) -> SealedStore:
+    def sealed_store(collection: str, due: DueTimes | None = None) -> SealedStore:
         store = SealedStore(
-            runtime.db[collection], sealed[collection], on_events=runtime.relay.notify
+            runtime.db[collection], sealed[collection], on_events=runtime.relay.notify, due=due
         )
         runtime.relay.add_source(store)
         runtime.indexes.append(outbox_index(collection))
         return store
 
-    deliveries = sealed_store(DELIVERIES)
+    delivery_due = delivery_due_times(runtime.db[DELIVERIES], runtime.db[DELIVERIES_DUE])
+    deliveries = sealed_store(DELIVERIES, delivery_due)
     deps = NotifierDeps(
         deliveries=deliveries,
         customers=sealed_store(CUSTOMERS),
-        delivery_log=DeliveryLog(deliveries.collection),
+        delivery_log=DeliveryLog(deliveries.collection, delivery_due),
         renderer=JinjaRenderer(),
         senders=build_senders(settings, channel_overrides),
         quiet_hours=QuietHours(
@@ -165,6 +172,17 @@ def create_app(
         await dispatcher.run()
 
     runtime.background.append(dispatch_deliveries)
+
+    async def delivery_due_reconcile() -> None:
+        # At start and now and then: due times a crash kept from being written.
+        while True:
+            try:
+                await delivery_due.reconcile()
+            except Exception:
+                log.exception("reconciling due deliveries failed; retrying at the next pass")
+            await asyncio.sleep(settings.due_reconcile_seconds)
+
+    runtime.background.append(delivery_due_reconcile)
 
     # FerretDB has no TTL index: rendered texts of finished deliveries go in a purge job
     # (the delivery record, its status and times stay for the log and the KPIs).

@@ -272,6 +272,7 @@ async def attempt_delivery(key: str, deps: NotifierDeps) -> Delivery | None:
     now = deps.clock()
     stored = await deps.deliveries.load(key)
     if stored is None:
+        await _refresh_due(key, None, deps)
         return None
     with continue_trace(stored.state.get(TRACE_FIELD)):
         return await _attempt(key, stored, now, deps)
@@ -280,6 +281,7 @@ async def attempt_delivery(key: str, deps: NotifierDeps) -> Delivery | None:
 async def _attempt(key: str, stored: Stored, now: datetime, deps: NotifierDeps) -> Delivery | None:
     delivery = delivery_from_state(key, stored.state)
     if not delivery.is_due(now):
+        await _refresh_due(key, stored, deps)  # a stale due time: set it from the delivery
         return None
     customer = await deps.customers.load(delivery.customer_id)
     transactional = delivery.purpose in TRANSACTIONAL_PURPOSES
@@ -313,6 +315,11 @@ async def _attempt(key: str, stored: Stored, now: datetime, deps: NotifierDeps) 
     if claimed is None:
         return None  # another worker got there first
     return await _send(claimed, route, deps)
+
+
+async def _refresh_due(key: str, stored: Stored | None, deps: NotifierDeps) -> None:
+    if deps.deliveries.due is not None:
+        await deps.deliveries.due.refresh(key, stored)
 
 
 async def _send(delivery: Delivery, route: Route, deps: NotifierDeps) -> Delivery | None:

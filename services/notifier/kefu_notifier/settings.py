@@ -37,6 +37,13 @@ class NotifierSettings(ServiceSettings):
     )
     dispatch_poll_seconds: float = Field(default=1.0, gt=0, le=60)
     dispatch_batch_size: int = Field(default=50, ge=1, le=1000)
+    due_reconcile_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        le=86400,
+        description="How often the deliveries' due times are rebuilt from the deliveries (after "
+        "a crash between a delivery's write and its due time's).",
+    )
     provider_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
 
     # Providers. A channel without configuration uses the log provider when

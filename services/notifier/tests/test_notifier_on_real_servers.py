@@ -150,6 +150,34 @@ async def test_a_redelivered_request_is_sent_once_even_after_a_restart(
     assert sorted(e["subject"] for e in sent) == ["ship-next", "ship-once"]
 
 
+async def test_a_send_cut_by_a_crash_before_its_due_time_was_recorded_is_retried_after_restart(
+    make_settings: SettingsFactory,
+    run: Run,
+    kafka_bootstrap: str,
+    prefix: str,
+    mongo_client: AsyncMongoClient[dict[str, Any]],
+    service_overrides: dict[str, Any],
+) -> None:
+    db = mongo_client[service_overrides["mongodb_database"]]
+    with SmtpServer() as smtp:
+        settings = make_settings(smtp_host="127.0.0.1", smtp_port=smtp.port, smtp_security="none")
+        async with run(create_app(settings)) as client:
+            await publish(kafka_bootstrap, prefix + topics.NOTIFICATION_REQUESTS, request("cut"))
+            await eventually(lambda: has_status(client, "cut", "sent"))
+            log = await status_of(client, "cut")
+        # As if the process had died while sending (claimed, lease over) and before the
+        # delivery's due time was recorded: the dispatcher's own scan cannot see it.
+        lease_over = datetime.now(UTC) - timedelta(seconds=1)
+        await db["deliveries"].update_one(
+            {"_id": "cut"}, {"$set": {"status": "sending", "next_attempt_at": lease_over}}
+        )
+        await db["deliveries_due"].delete_many({})
+        async with run(create_app(settings)) as client:  # its reconcile pass finds it
+            await eventually(lambda: has_status(client, "cut", "sent"))
+
+    assert [m["X-Kefu-Delivery-Id"] for m in smtp.messages] == [log["delivery_id"]] * 2
+
+
 async def test_a_failing_http_provider_is_retried_with_the_same_delivery_id(
     make_settings: SettingsFactory, run: Run, kafka_bootstrap: str, prefix: str
 ) -> None:

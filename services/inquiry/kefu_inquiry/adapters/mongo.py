@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
+from kefu_shared.documents import DueTimes
 from kefu_shared.mongo import Collection, Document, IndexSpec
 from kefu_shared.topics import Channel
 from pymongo import ASCENDING
@@ -26,13 +27,31 @@ CUSTOMERS = "customers"
 AGENTS = "agents"
 ARTICLES = "kb_articles"
 QUICK_REPLIES = "quick_replies"
+# When each inquiry's next SLA alarm is due: the timer loop scans this, not every inquiry.
+SLA_DUE = "sla_due"
 
 INDEXES = [
     IndexSpec(INQUIRIES, [("status", ASCENDING), ("agent_id", ASCENDING)], name="status_agent"),
     IndexSpec(INQUIRIES, [("status", ASCENDING), ("queued_at", ASCENDING)], name="queue"),
     IndexSpec(INQUIRIES, [("sla_next_at", ASCENDING)], name="sla_next_at"),
     IndexSpec(INQUIRIES, [("customer_id", ASCENDING)], name="customer"),
+    IndexSpec(SLA_DUE, [("at", ASCENDING)], name="at"),
 ]
+
+
+def _plain(value: Any) -> Any:
+    return getattr(value, "value", value)  # a Channel in the state, its string in the document
+
+
+def sla_due_times(db: AsyncDatabase[Document]) -> DueTimes:
+    return DueTimes(
+        db[SLA_DUE],
+        db[INQUIRIES],
+        due_at=lambda state: state.get("sla_next_at"),
+        labels=lambda state: {"channel": _plain(state.get("channel"))},
+        may_be_due={"sla_next_at": {"$ne": None}},
+        projection={"sla_next_at": 1, "channel": 1},
+    )
 
 
 async def create_indexes(db: AsyncDatabase[Document]) -> None:
@@ -56,8 +75,10 @@ class InquiryQueries:
         self,
         collection: Collection,
         opened: Callable[[dict[str, Any]], dict[str, Any]] = lambda state: state,
+        due_times: DueTimes | None = None,
     ) -> None:
         self._c = collection
+        self._due_times = due_times
         self._opened = opened  # decrypts sealed contact fields (adapters.encryption)
 
     async def get(self, inquiry_id: str) -> Inquiry | None:
@@ -78,6 +99,9 @@ class InquiryQueries:
         return [str(d["_id"]) for d in await cursor.limit(limit).to_list()]
 
     async def due(self, now: datetime, channels: Sequence[Channel], limit: int = 500) -> list[str]:
+        served = {"channel": {"$in": [c.value for c in channels]}}
+        if self._due_times is not None:
+            return await self._due_times.due(now, limit, served)
         cursor = self._c.find(
             {"sla_next_at": {"$lte": now}, "channel": {"$in": [c.value for c in channels]}},
             {"_id": 1},

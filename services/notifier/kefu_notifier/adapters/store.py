@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from kefu_shared.documents import DueTimes
 from kefu_shared.mongo import Collection, Document, IndexSpec
 from pymongo import ASCENDING, DESCENDING
 
@@ -18,6 +19,9 @@ from kefu_notifier.domain.policies import Preferences, Route
 
 DELIVERIES = "deliveries"
 CUSTOMERS = "customers"
+# When each delivery is next due: the dispatcher scans this, not every delivery.
+DELIVERIES_DUE = "deliveries_due"
+_DUE = [s.value for s in DUE_STATUSES]
 
 INDEXES = [
     # The dispatcher's scan: due deliveries, oldest first.
@@ -26,7 +30,26 @@ INDEXES = [
     IndexSpec(
         DELIVERIES, [("customer_id", ASCENDING), ("created_at", DESCENDING)], name="by_customer"
     ),
+    IndexSpec(DELIVERIES_DUE, [("at", ASCENDING)], name="at"),
 ]
+
+
+def _due_at(state: Document) -> datetime | None:
+    status = state.get("status")
+    if getattr(status, "value", status) not in _DUE:
+        return None
+    at = state.get("next_attempt_at")
+    return at if isinstance(at, datetime) else None
+
+
+def delivery_due_times(collection: Collection, due_collection: Collection) -> DueTimes:
+    return DueTimes(
+        due_collection,
+        collection,
+        due_at=_due_at,
+        may_be_due={"status": {"$in": _DUE}},
+        projection={"status": 1, "next_attempt_at": 1},
+    )
 
 
 def delivery_to_state(d: Delivery) -> Document:
@@ -115,8 +138,9 @@ def log_entry(doc: Document) -> dict[str, Any]:
 
 
 class DeliveryLog:
-    def __init__(self, collection: Collection) -> None:
+    def __init__(self, collection: Collection, due_times: DueTimes | None = None) -> None:
         self._collection = collection
+        self._due_times = due_times
 
     async def get(self, key: str) -> dict[str, Any] | None:
         doc = await self._collection.find_one({"_id": key}, LOG_PROJECTION)
@@ -134,6 +158,8 @@ class DeliveryLog:
         return [log_entry(doc) for doc in await cursor.limit(limit).to_list()]
 
     async def due_keys(self, now: datetime, limit: int) -> list[str]:
+        if self._due_times is not None:
+            return await self._due_times.due(now, limit)
         cursor = self._collection.find(
             {"status": {"$in": [s.value for s in DUE_STATUSES]}, "next_attempt_at": {"$lte": now}},
             {"_id": 1},
