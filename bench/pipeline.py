@@ -279,24 +279,31 @@ class Kefu:
         from datetime import UTC, datetime
 
         c = self.mongo[self.inquiry_db]["inquiries"]
+        due = self.mongo[self.inquiry_db]["sla_due"]
         doc_id = f"probe-{self.run}"
         await c.insert_one(self.shapes.inquiry_doc(doc_id, relayed=True))
         commands = {
             "find_one by _id (load)": lambda: c.find_one({"_id": doc_id}),
-            "update_one {_id, version} (compare-and-set write)": lambda: c.update_one(
+            "update_one {_id, version} (compare-and-set, MongoDB form)": lambda: c.update_one(
                 {"_id": doc_id, "version": 2}, {"$set": {"version": 2}}
             ),
-            "find outbox_pending (relay scan)": lambda: (
+            "find_one {_id} version + update_one {_id} (its FerretDB form)": lambda: (
+                _read_then_update(c, doc_id)
+            ),
+            "find outbox_pending (relay sweep, every 30 s)": lambda: (
                 c.find({"outbox_pending": True}, {"outbox": 1, "version": 1}).limit(200).to_list()
             ),
-            "find sla_next_at <= now (SLA timer, every second)": lambda: (
-                c.find(
-                    {"sla_next_at": {"$lte": datetime.now(UTC)}, "channel": {"$in": ["chat"]}},
-                    {"_id": 1},
+            "find sla_due at <= now (SLA timer, every second)": lambda: (
+                due.find(
+                    {"at": {"$lte": datetime.now(UTC)}, "channel": {"$in": ["chat"]}}, {"_id": 1}
                 )
+                .sort("at", 1)
                 .limit(500)
                 .to_list()
             ),
+            "find sla_next_at != null (SLA due reconcile, every 5 min)": lambda: c.find(
+                {"sla_next_at": {"$ne": None}}, {"sla_next_at": 1, "channel": 1}
+            ).to_list(),
         }
         out: dict[str, float | None] = {}
         spent = 0.0
@@ -421,3 +428,9 @@ class Kefu:
             notes.append(f"{result.sent - result.completed} not sent within the drain time")
         result.note = "; ".join(notes)
         return result
+
+
+async def _read_then_update(c: Any, doc_id: str) -> None:
+    """The store's compare-and-set on FerretDB: both filters are an exact ``_id``."""
+    doc = await c.find_one({"_id": doc_id}, {"version": 1})
+    await c.update_one({"_id": doc_id}, {"$set": {"version": doc["version"] if doc else 2}})

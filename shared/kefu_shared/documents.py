@@ -14,6 +14,13 @@ next step of the same message, the relay's removal): the store remembers what it
 seconds and compares-and-sets against that version. A stale memory (another instance wrote
 since) costs one unmatched update and a fresh read, never a lost update; ``load`` always reads.
 
+Decision: on FerretDB the compare-and-set is a read of the version by ``_id`` followed by an
+update filtered by ``_id`` alone, under the per-document lock. FerretDB 1.24 pushes down only an
+exact ``{_id: value}`` filter; ``{_id, version}`` decodes every document of the collection
+(measured at 1,000 inquiries: 83 ms against 11 + 13 ms for the two commands, and it grows with
+the collection). FerretDB's own compare-and-set is not atomic either (below), so this keeps
+the same guarantee there; on MongoDB the atomic ``{_id, version}`` filter stays.
+
 Decision: writes to one document are also serialised inside the process. MongoDB makes the
 version compare-and-set atomic, but FerretDB 1.24 (SQLite) does not: it reads and then writes
 without a lock, so concurrent updates of one document are lost (measured: 20 concurrent ``$inc``
@@ -34,7 +41,7 @@ from datetime import datetime
 from typing import Any
 
 from pymongo import ASCENDING
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from kefu_shared.mongo import Collection, Document
 from kefu_shared.outbox import OutboxMessage
@@ -180,6 +187,7 @@ class VersionedDocumentStore:
         self._remember_seconds = remember_seconds
         self._remember_limit = remember_limit
         self.due = due
+        self._id_filters_only: bool | None = None  # FerretDB? asked once, at the first write
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     def _lock(self, doc_id: str) -> asyncio.Lock:
@@ -289,17 +297,37 @@ class VersionedDocumentStore:
         update: Document = {"$set": {**fields, "version": version}}
         if removed:
             update["$unset"] = removed
-        result = await self.collection.update_one(
-            {"_id": doc_id, "version": current.version}, update
-        )
-        if result.matched_count == 0:
+        if not await self._compare_and_set(doc_id, current.version, update):
             return None
         return Stored(doc_id, change.state, version, tuple(applied), tuple(outbox))
+
+    async def _compare_and_set(
+        self, doc_id: str, version: int, update: Document, *, just_read: bool = False
+    ) -> bool:
+        """Apply ``update`` if the document is still at ``version``; the caller holds its lock."""
+        if not await self._exact_id_filters_only():
+            result = await self.collection.update_one({"_id": doc_id, "version": version}, update)
+            return bool(result.matched_count)
+        if not just_read:
+            doc = await self.collection.find_one({"_id": doc_id}, {"version": 1})
+            if doc is None or int(doc.get("version", 0)) != version:
+                return False
+        result = await self.collection.update_one({"_id": doc_id}, update)
+        return bool(result.matched_count)
+
+    async def _exact_id_filters_only(self) -> bool:
+        if self._id_filters_only is None:
+            try:
+                info = await self.collection.database.command("buildInfo")
+            except PyMongoError:
+                return False  # asked again at the next write
+            self._id_filters_only = "ferretdbVersion" in info
+        return self._id_filters_only
 
     async def _update_due(self, doc_id: str, before: Stored | None, after: Stored) -> None:
         if self.due is None:
             return
-        if before is not None and self.due.due_of(before.state) == self.due.due_of(after.state):
+        if self.due.due_of(before.state if before else None) == self.due.due_of(after.state):
             return
         try:
             await self.due.put(doc_id, after.state)
@@ -339,17 +367,9 @@ class VersionedDocumentStore:
         async with self._lock(doc_id):
             if version is not None and outbox is not None:
                 remaining = [m for m in outbox if m.get("id") not in sent]
-                result = await self.collection.update_one(
-                    {"_id": doc_id, "version": version},
-                    {
-                        "$set": {
-                            "outbox": remaining,
-                            "outbox_pending": bool(remaining),
-                            "version": version + 1,
-                        }
-                    },
-                )
-                if result.matched_count:
+                if await self._compare_and_set(
+                    doc_id, version, _relayed_update(remaining, version)
+                ):
                     self._relayed(doc_id, version, remaining)
                     return True
             self._forget(doc_id)
@@ -362,19 +382,16 @@ class VersionedDocumentStore:
                 if len(remaining) == len(outbox_now):
                     return True  # another pass removed them already: nothing to write
                 current = int(doc.get("version", 0))
-                result = await self.collection.update_one(
-                    {"_id": doc_id, "version": current},
-                    {
-                        "$set": {
-                            "outbox": remaining,
-                            "outbox_pending": bool(remaining),
-                            "version": current + 1,
-                        }
-                    },
-                )
-                if result.matched_count:
+                update = _relayed_update(remaining, current)
+                if await self._compare_and_set(doc_id, current, update, just_read=True):
                     return True
         return False
+
+
+def _relayed_update(remaining: list[Document], version: int) -> Document:
+    return {
+        "$set": {"outbox": remaining, "outbox_pending": bool(remaining), "version": version + 1}
+    }
 
 
 def _stored(doc: Document) -> Stored:
