@@ -62,7 +62,7 @@ def create_app(
         channels,
         runtime.topic,
         settings.consumer_group_for,
-        runtime.subscriber_options,
+        lambda **kw: runtime.subscriber_options(max_workers=settings.consumer_workers, **kw),
     )
 
     # Erasure requests out (admin API) and in (every service erases its own data).

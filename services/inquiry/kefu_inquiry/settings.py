@@ -32,6 +32,13 @@ class InquirySettings(ServiceSettings):
         default=0.6, gt=0, le=1, description="Share of an article's keywords a message must hit."
     )
     sla_scan_seconds: float = Field(default=1.0, gt=0, le=60)
+    consumer_workers: int = Field(
+        default=2,
+        ge=1,
+        le=16,
+        description="Consumers of each inbound channel topic in this process, each owning some "
+        "of its partitions (FastStream max_workers, manual commit): one key stays in order.",
+    )
     sla_reconcile_seconds: float = Field(
         default=300.0,
         gt=0,

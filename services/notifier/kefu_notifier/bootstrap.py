@@ -197,7 +197,7 @@ def create_app(
         await retention.run()
 
     runtime.background.append(rendered_text_retention)
-    register_consumers(runtime, deps)
+    register_consumers(runtime, deps, workers=settings.consumer_workers)
 
     webhooks = build_webhooks(runtime, settings, clock or utc_now, webhook_poster, target_guard)
     erasure_consumer.register_erasure(runtime, clock or utc_now)

@@ -37,6 +37,13 @@ class NotifierSettings(ServiceSettings):
     )
     dispatch_poll_seconds: float = Field(default=1.0, gt=0, le=60)
     dispatch_batch_size: int = Field(default=50, ge=1, le=1000)
+    consumer_workers: int = Field(
+        default=2,
+        ge=1,
+        le=16,
+        description="Consumers of the notification requests in this process, each owning some "
+        "of its partitions (FastStream max_workers, manual commit): one key stays in order.",
+    )
     due_reconcile_seconds: float = Field(
         default=300.0,
         gt=0,

@@ -12,7 +12,7 @@ from kefu_shared.runtime import ServiceRuntime
 from kefu_notifier.handlers import NotifierDeps, accept_request
 
 
-def register_consumers(runtime: ServiceRuntime, deps: NotifierDeps) -> None:
+def register_consumers(runtime: ServiceRuntime, deps: NotifierDeps, *, workers: int = 1) -> None:
     async def on_notification_requested(envelope: Envelope[NotificationRequested]) -> None:
         # A body that does not parse or fails the contract never gets here: the kernel
         # dead-letters it with pydantic's reason. The envelope's own type is checked here.
@@ -35,6 +35,6 @@ def register_consumers(runtime: ServiceRuntime, deps: NotifierDeps) -> None:
         runtime.topic(topics.NOTIFICATION_REQUESTS),
         title="notification-requests",
         description="NotificationRequested v1 from any kefu service; keyed by customer id.",
-        **runtime.subscriber_options(),
+        **runtime.subscriber_options(max_workers=workers),
     )
     subscriber(on_notification_requested)
