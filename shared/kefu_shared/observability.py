@@ -1,7 +1,8 @@
 """Tracing and JSON logs.
 
 Tracing always has a real TracerProvider, so trace ids exist in logs and Kafka headers even when
-nothing is exported; an exporter is added only when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set.
+nothing is exported; an exporter is added only when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set, and
+store commands get spans of their own only then (``runtime.build_runtime``).
 """
 
 from __future__ import annotations
