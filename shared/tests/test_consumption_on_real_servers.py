@@ -187,3 +187,55 @@ async def test_a_store_outage_is_waited_out_not_dead_lettered(
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_with_several_consumer_workers_each_key_is_still_handled_in_order(
+    broker_factory: Callable[..., KafkaBroker], kafka_bootstrap: str, unique: str
+) -> None:
+    import random
+
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    topic = f"kefu.test.{unique}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, num_partitions=4, replication_factor=1)])
+    finally:
+        await admin.close()
+    service = f"k{unique}"
+    broker = broker_factory(service)
+    handled: dict[str, list[int]] = {}
+    in_flight, most = 0, 0
+
+    async def on_message(body: dict[str, Any]) -> None:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        await asyncio.sleep(random.uniform(0, 0.02))  # handlers finish out of step
+        handled.setdefault(body["key"], []).append(body["n"])
+        in_flight -= 1
+
+    broker.subscriber(topic, **subscriber_options(service, max_workers=4))(on_message)
+    keys = [f"customer-{i}" for i in range(8)]
+    async with broker:
+        await broker.start()
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+        await producer.start()
+        try:
+            for n in range(10):
+                for key in keys:
+                    body = json.dumps({"key": key, "n": n}).encode()
+                    await producer.send(topic, body, key=key.encode())
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+        async def all_handled() -> bool:
+            return sum(len(v) for v in handled.values()) == 80
+
+        await eventually(all_handled, timeout=60)
+
+    assert handled == {key: list(range(10)) for key in keys}
+    assert most > 1  # the workers did run side by side
