@@ -1,4 +1,5 @@
-// Command ferretdb runs an embedded FerretDB (SQLite backend) on a TCP address until SIGTERM.
+// Command ferretdb runs an embedded FerretDB on a TCP address until SIGTERM, on PostgreSQL
+// (-postgresql-url) or on SQLite files (-data).
 //
 // FerretDB's own cmd/ferretdb cannot be `go install`ed (its version file is not in the
 // module), so the local runner builds this small wrapper around the embeddable package.
@@ -17,23 +18,31 @@ import (
 
 func main() {
 	listen := flag.String("listen", "127.0.0.1:27017", "TCP address to listen on")
-	dataDir := flag.String("data", "", "absolute directory for the SQLite files")
+	postgresqlURL := flag.String("postgresql-url", "", "PostgreSQL backend, e.g. postgres://user@127.0.0.1:5432/postgres")
+	dataDir := flag.String("data", "", "absolute directory for the SQLite files (SQLite backend)")
 	flag.Parse()
-	if *dataDir == "" {
-		log.Fatal("-data is required")
+	if (*postgresqlURL == "") == (*dataDir == "") {
+		log.Fatal("exactly one of -postgresql-url and -data is required")
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	f, err := ferretdb.New(&ferretdb.Config{
-		Listener:  ferretdb.ListenerConfig{TCP: *listen},
-		Handler:   "sqlite",
-		SQLiteURL: "file:" + *dataDir + "/",
-	})
+	config := &ferretdb.Config{Listener: ferretdb.ListenerConfig{TCP: *listen}}
+	where := ""
+	if *postgresqlURL != "" {
+		config.Handler = "postgresql"
+		config.PostgreSQLURL = *postgresqlURL
+		where = "PostgreSQL " + *postgresqlURL
+	} else {
+		config.Handler = "sqlite"
+		config.SQLiteURL = "file:" + *dataDir + "/"
+		where = "SQLite files in " + *dataDir
+	}
+	f, err := ferretdb.New(config)
 	if err != nil {
 		log.Fatal(err)
 	}
-	log.Printf("ferretdb listening on %s, data in %s", *listen, *dataDir)
+	log.Printf("ferretdb listening on %s, data in %s", *listen, where)
 	f.Run(ctx)
 }

@@ -1,9 +1,10 @@
-"""A MongoDB-wire-protocol server, FerretDB 1.24 on SQLite, built from the Go module proxy.
+"""A MongoDB-wire-protocol server, FerretDB 1.24, built from the Go module proxy.
 
 MongoDB itself is in no registry this project may use, but FerretDB is a Go module: a small
 wrapper (../ferretdb/main.go) embeds it, `go build` makes one static binary, and that binary is
 cached under a key of the wrapper's sources. Its gaps (no transactions, change streams, TTL
-indexes, $lookup) are documented in ENGINEERING.md and shape the services' design.
+indexes, $lookup) are documented in ENGINEERING.md and shape the services' design. It stores
+on PostgreSQL (kefu_local.postgres) where that can run, else on SQLite files.
 """
 
 from __future__ import annotations
@@ -122,7 +123,7 @@ def _build(binary: Path, log: Log) -> None:
 
 @dataclass(frozen=True)
 class FerretDBNode:
-    """One FerretDB process whose SQLite files and log live under state_dir."""
+    """One FerretDB process whose log (and SQLite files, on that backend) live under state_dir."""
 
     state_dir: Path
     port: int
@@ -145,15 +146,19 @@ class FerretDBNode:
         return self.state_dir / "logs" / "ferretdb.log"
 
     def running_pid(self) -> int | None:
-        # The data dir is unique per state dir, so it identifies our server in `ps`.
-        return tracked_pid(self.pid_file, f"-data {self.data_dir}")
+        # Each profile listens on its own port, so the address identifies our server in `ps`.
+        return tracked_pid(self.pid_file, f"-listen {self.host}:{self.port}")
 
-    def start(self, binary: Path, log: Log = print) -> int:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        pid = start_detached(
-            [str(binary), "-listen", f"{self.host}:{self.port}", "-data", str(self.data_dir)],
-            log_file=self.log_file,
-            pid_file=self.pid_file,
-        )
-        log(f"started FerretDB {FERRETDB_VERSION} (pid {pid}) on {self.uri}")
+    def start(self, binary: Path, postgresql_url: str | None = None, log: Log = print) -> int:
+        """Start on the PostgreSQL at postgresql_url, or without one on SQLite files."""
+        argv = [str(binary), "-listen", f"{self.host}:{self.port}"]
+        if postgresql_url is not None:
+            argv += ["-postgresql-url", postgresql_url]
+            backend = "PostgreSQL"
+        else:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            argv += ["-data", str(self.data_dir)]
+            backend = "SQLite"
+        pid = start_detached(argv, log_file=self.log_file, pid_file=self.pid_file)
+        log(f"started FerretDB {FERRETDB_VERSION} on {backend} (pid {pid}) on {self.uri}")
         return pid

@@ -11,6 +11,7 @@ import asyncio
 import concurrent.futures
 import json
 import os
+import signal
 import time
 from collections.abc import Callable, Collection, Coroutine
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from typing import Any, TypeVar
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
-from kefu_local import ferretdb, kafka, paths
+from kefu_local import ferretdb, kafka, paths, postgres
 from kefu_local.process import InfraError, port_open, stop, tail
 
 __all__ = ["Endpoints", "InfraError", "LocalInfra", "resolve_endpoints"]
@@ -32,6 +33,9 @@ DEFAULT_KAFKA_PORT = 19092
 DEFAULT_CONTROLLER_PORT = 19093
 DEFAULT_MONGO_PORT = 27027
 COMPONENTS = ("kafka", "mongodb")
+# FerretDB's PostgreSQL listens this far above FerretDB's own port: each profile's ports stay
+# apart without another setting.
+POSTGRES_PORT_ABOVE_MONGO = 1000
 
 
 @dataclass(frozen=True)
@@ -45,7 +49,9 @@ class Endpoints:
 
 
 class LocalInfra:
-    """A Kafka broker and FerretDB run as this user's processes, one set per profile.
+    """A Kafka broker and FerretDB (on a PostgreSQL cluster of its own, else on SQLite) run as
+    this user's processes, one set per profile. The "mongodb" component is FerretDB and its
+    PostgreSQL together.
 
     Ports left as None reuse the ones recorded by the last `up()` of this profile (so `status`
     and `down` need only the profile), else the defaults 19092 / 19093 / 27027.
@@ -72,6 +78,9 @@ class LocalInfra:
         )
         self.ferretdb = ferretdb.FerretDBNode(
             self.state_dir, port=mongo_port or recorded.get("mongo_port", DEFAULT_MONGO_PORT)
+        )
+        self.postgres = postgres.PostgresNode(
+            self.state_dir, port=self.ferretdb.port + POSTGRES_PORT_ABOVE_MONGO
         )
         # What the last up() of this object started itself (rather than found running).
         self.started: frozenset[str] = frozenset()
@@ -131,6 +140,8 @@ class LocalInfra:
                 self._require_free(self.kafka.controller_port, "the Kafka controller")
             if mongo_pid is None:
                 self._require_free(self.ferretdb.port, "FerretDB")
+                if self.postgres.running_pid() is None:
+                    self._require_free(self.postgres.port, "FerretDB's PostgreSQL")
             self._ports_file.write_text(json.dumps(self._ports()) + "\n")
             started = self._start(kafka_pid is None, mongo_pid is None)
             self.started = frozenset(started)
@@ -158,6 +169,14 @@ class LocalInfra:
                     "stopping " + ", ".join(f"{name} (pid {pid})" for name, pid in running.items())
                 )
                 stop(list(running.values()), grace_seconds)
+            if "mongodb" in components:
+                # After FerretDB, its only client, is gone; SIGINT is PostgreSQL's fast
+                # shutdown (SIGTERM would wait for clients to leave).
+                postgres_pid = self.postgres.running_pid()
+                if postgres_pid is not None:
+                    self._log(f"stopping FerretDB's PostgreSQL (pid {postgres_pid})")
+                    stop([postgres_pid], grace_seconds, signal.SIGINT)
+                self.postgres.pid_file.unlink(missing_ok=True)
             for name in components:
                 nodes[name].pid_file.unlink(missing_ok=True)
             if self.kafka.running_pid() is None and self.ferretdb.running_pid() is None:
@@ -183,6 +202,11 @@ class LocalInfra:
                 "port_open": port_open(self.ferretdb.host, self.ferretdb.port),
                 "uri": self.ferretdb.uri,
                 "log": str(self.ferretdb.log_file),
+                "postgresql": {
+                    "pid": self.postgres.running_pid(),
+                    "url": self.postgres.url,
+                    "log": str(self.postgres.log_file),
+                },
             },
         }
 
@@ -203,9 +227,7 @@ class LocalInfra:
         if need_kafka:
             tasks["kafka"] = lambda: self.kafka.start(kafka.ensure_jars(self._log), self._log)
         if need_mongo:
-            tasks["mongodb"] = lambda: self.ferretdb.start(
-                ferretdb.ensure_binary(self._log), self._log
-            )
+            tasks["mongodb"] = self._start_store
         if not tasks:
             return set()
         with concurrent.futures.ThreadPoolExecutor(max_workers=len(tasks)) as pool:
@@ -213,6 +235,36 @@ class LocalInfra:
         for future in futures.values():
             future.result()  # re-raise the first failure (after both threads finished)
         return set(futures)
+
+    def _start_store(self) -> int:
+        """FerretDB, on PostgreSQL where it can run."""
+        postgres_bindir = self._postgres_bindir()
+        binary = ferretdb.ensure_binary(self._log)
+        postgresql_url = None
+        if postgres_bindir is not None:
+            if self.postgres.running_pid() is None:
+                self.postgres.start(postgres_bindir, self._log)
+            postgresql_url = self.postgres.url
+        return self.ferretdb.start(binary, postgresql_url, self._log)
+
+    def _postgres_bindir(self) -> Path | None:
+        """PostgreSQL's binaries for FerretDB, or None for SQLite (`KEFU_FERRETDB_BACKEND`)."""
+        choice = os.environ.get("KEFU_FERRETDB_BACKEND", "").lower()
+        if choice == "sqlite":
+            return None
+        if choice not in ("", "postgresql"):
+            raise InfraError(f"KEFU_FERRETDB_BACKEND={choice!r}: expected 'postgresql' or 'sqlite'")
+        bindir = postgres.find_bindir()
+        if bindir is None:
+            reason = "no PostgreSQL found (./kefu installs Debian's postgresql package)"
+        elif not self.postgres.reachable_by_server_user():
+            reason = f"the postgres user cannot enter {self.state_dir}"
+        else:
+            return bindir
+        if choice == "postgresql":
+            raise InfraError(f"KEFU_FERRETDB_BACKEND=postgresql, but {reason}")
+        self._log(f"FerretDB falls back to SQLite ({reason}); every command will scan")
+        return None
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -247,7 +299,10 @@ class LocalInfra:
                 f"--- {self.kafka.log_file}\n{tail(self.kafka.log_file)}\n"
                 f"--- {self.kafka.console_file}\n{tail(self.kafka.console_file, 15)}"
             )
-        return f"--- {self.ferretdb.log_file}\n{tail(self.ferretdb.log_file)}"
+        return (
+            f"--- {self.ferretdb.log_file}\n{tail(self.ferretdb.log_file)}\n"
+            f"--- {self.postgres.log_file}\n{tail(self.postgres.log_file, 15)}"
+        )
 
     def _answers(self, name: str) -> bool:
         if name == "kafka":

@@ -34,9 +34,12 @@ def start_detached(
     pid_file: Path,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
+    user: int | None = None,
+    group: int | None = None,
 ) -> int:
     """Start argv in its own session (Ctrl-C in the terminal must not reach it), append its
-    stdout/stderr to log_file, write its pid to pid_file and return the pid."""
+    stdout/stderr to log_file, write its pid to pid_file and return the pid. `user` and `group`
+    (ids) switch to another account first, for servers that refuse to run as root."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     pid_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("ab") as out:
@@ -50,6 +53,9 @@ def start_detached(
             start_new_session=True,
             env=dict(env) if env is not None else None,
             cwd=cwd,
+            user=user,
+            group=group,
+            extra_groups=[] if user is not None else None,
         )
     _CHILDREN[proc.pid] = proc
     # Write-then-rename: a reader never sees a half-written pid file.
@@ -99,11 +105,14 @@ def tracked_pid(pid_file: Path, marker: str) -> int | None:
     return None
 
 
-def stop(pids: Sequence[int], grace_seconds: float = 20.0) -> None:
-    """SIGTERM every pid, wait up to grace_seconds for all of them together, then SIGKILL."""
+def stop(
+    pids: Sequence[int], grace_seconds: float = 20.0, signal_number: int = signal.SIGTERM
+) -> None:
+    """Signal every pid (SIGTERM unless told otherwise), wait up to grace_seconds for all of
+    them together, then SIGKILL."""
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, signal_number)
     deadline = time.monotonic() + grace_seconds
     remaining = list(pids)
     while remaining and time.monotonic() < deadline:
