@@ -124,6 +124,8 @@ async def run(mode: Mode, args: argparse.Namespace) -> dict[str, Any]:
         "kafka": infra.kafka.running_pid() or 0,
         "ferretdb": infra.ferretdb.running_pid() or 0,
     }
+    if (postgres_pid := infra.postgres.running_pid()) is not None:
+        infra_pids["postgresql"] = postgres_pid
     out: dict[str, Any] = {
         "mode": mode.name,
         "started_at": started_at.isoformat(),
@@ -132,7 +134,7 @@ async def run(mode: Mode, args: argparse.Namespace) -> dict[str, Any]:
             "python": platform.python_version(),
             "kafka": bootstrap,
             "store": uri,
-            "store_kind": "FerretDB 1.24 (SQLite)",
+            "store_kind": infra.store_kind(),
         },
         "infra_start_s": round(time.monotonic() - t, 1),
         "load_average_at_start": os.getloadavg(),

@@ -270,7 +270,7 @@ def _tag_relay(relay: Any, step: str) -> None:
 def render(results: dict[str, Any]) -> str:
     lines = [
         f"Wall time per message, one in flight ({results['messages']} messages,"
-        f" {results['stored']} stored inquiries preloaded), store FerretDB 1.24 (SQLite)",
+        f" {results['stored']} stored inquiries preloaded), store {results['store_kind']}",
     ]
     for service in ("inquiry", "notifier"):
         r = results[service]
@@ -301,6 +301,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         mongo_port=args.mongo_port,
     )
     endpoints = await asyncio.to_thread(infra.up)
+    store_kind = infra.store_kind()
     listener = CommandTimes()
     monitoring.register(listener)  # every client created from now on reports its commands
     run = datetime.now(UTC).strftime("%H%M%S")
@@ -316,6 +317,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "run": run,
         "messages": args.messages,
         "stored": args.stored,
+        "store_kind": store_kind,
         "inquiry": inquiry,
         "notifier": notifier,
     }

@@ -210,6 +210,11 @@ class LocalInfra:
             },
         }
 
+    def store_kind(self) -> str:
+        """What the running MongoDB-protocol server stores on, for reports."""
+        backend = "PostgreSQL" if self.postgres.running_pid() is not None else "SQLite"
+        return f"FerretDB {ferretdb.FERRETDB_VERSION} ({backend})"
+
     # -- helpers ----------------------------------------------------------------------------
 
     def _require_free(self, port: int, what: str) -> None:
