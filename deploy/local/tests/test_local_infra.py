@@ -115,6 +115,39 @@ async def test_a_document_inserted_in_ferretdb_is_found_again(endpoints: Endpoin
         await client.close()
 
 
+def _index_names(plan: dict[str, Any]) -> set[str]:
+    """Every index a PostgreSQL plan (as FerretDB's explain returns it) reads."""
+    names = {plan["Index Name"]} if "Index Name" in plan else set()
+    for child in plan.get("Plans", ()):
+        names |= _index_names(child)
+    return names
+
+
+async def test_ferretdb_stores_on_postgresql_and_its_lookups_use_an_index(
+    local_infra: LocalInfra, endpoints: Endpoints
+) -> None:
+    """The reason the runner puts FerretDB on PostgreSQL: a lookup by `_id` or by an indexed
+    field must not scan the collection, or every service slows down as its data grows."""
+    assert local_infra.status()["mongodb"]["postgresql"]["pid"] is not None
+    assert local_infra.store_kind().endswith("(PostgreSQL)")
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(endpoints.mongodb_uri)
+    db = client[f"infra_index_{uuid.uuid4().hex[:8]}"]
+    try:
+        await db.cases.create_index("status")
+        await db.cases.insert_many(
+            [{"_id": f"c-{i}", "status": f"s-{i % 500}", "notes": "x" * 500} for i in range(3000)]
+        )
+        for query in ({"_id": "c-1234"}, {"_id": "c-1234", "version": 1}, {"status": "s-7"}):
+            explained = await db.command("explain", {"find": "cases", "filter": query})
+            used = _index_names(explained["queryPlanner"]["Plan"])
+            assert used, f"{query} scanned the table: {explained['queryPlanner']['Plan']}"
+        assert await db.cases.find_one({"_id": "c-1234"}) is not None
+        assert await db.cases.count_documents({"status": "s-7"}) == 6
+    finally:
+        await client.drop_database(db.name)
+        await client.close()
+
+
 def test_a_second_up_reuses_the_running_processes_quickly(
     local_infra: LocalInfra, endpoints: Endpoints
 ) -> None:
