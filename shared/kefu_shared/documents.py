@@ -14,12 +14,13 @@ next step of the same message, the relay's removal): the store remembers what it
 seconds and compares-and-sets against that version. A stale memory (another instance wrote
 since) costs one unmatched update and a fresh read, never a lost update; ``load`` always reads.
 
-Decision: on FerretDB the compare-and-set is a read of the version by ``_id`` followed by an
-update filtered by ``_id`` alone, under the per-document lock. FerretDB 1.24 pushes down only an
-exact ``{_id: value}`` filter; ``{_id, version}`` decodes every document of the collection
-(measured at 1,000 inquiries: 83 ms against 11 + 13 ms for the two commands, and it grows with
-the collection). FerretDB's own compare-and-set is not atomic either (below), so this keeps
-the same guarantee there; on MongoDB the atomic ``{_id, version}`` filter stays.
+Decision: on FerretDB over SQLite the compare-and-set is a read of the version by ``_id``
+followed by an update filtered by ``_id`` alone, under the per-document lock. There FerretDB 1.24
+pushes down only an exact ``{_id: value}`` filter; ``{_id, version}`` decodes every document of
+the collection (measured at 1,000 inquiries: 83 ms against 11 + 13 ms for the two commands, and
+it grows with the collection). FerretDB's own compare-and-set is not atomic either (below), so
+this keeps the same guarantee there. Where the server pushes ``{_id, version}`` down (MongoDB;
+FerretDB over PostgreSQL, asked once with ``explain``) the one ``{_id, version}`` update stays.
 
 Decision: writes to one document are also serialised inside the process. MongoDB makes the
 version compare-and-set atomic, but FerretDB 1.24 (SQLite) does not: it reads and then writes
@@ -316,12 +317,22 @@ class VersionedDocumentStore:
         return bool(result.matched_count)
 
     async def _exact_id_filters_only(self) -> bool:
+        """FerretDB that pushes down nothing but an exact ``{_id: value}`` (on SQLite); on
+        PostgreSQL it pushes ``{_id, version}`` down to an index as well."""
         if self._id_filters_only is None:
             try:
                 info = await self.collection.database.command("buildInfo")
+                ferretdb = "ferretdbVersion" in info
+                pushed_down = False
+                if ferretdb:
+                    plan = await self.collection.database.command(
+                        "explain",
+                        {"find": self.collection.name, "filter": {"_id": "", "version": 0}},
+                    )
+                    pushed_down = bool(plan.get("filterPushdown"))
             except PyMongoError:
                 return False  # asked again at the next write
-            self._id_filters_only = "ferretdbVersion" in info
+            self._id_filters_only = ferretdb and not pushed_down
         return self._id_filters_only
 
     async def _update_due(self, doc_id: str, before: Stored | None, after: Stored) -> None:
