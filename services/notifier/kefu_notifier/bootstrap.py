@@ -36,10 +36,12 @@ from kefu_notifier.adapters.store import (
 from kefu_notifier.adapters.webhook_http import HttpWebhookPoster, ResolvingTargetGuard
 from kefu_notifier.adapters.webhook_store import (
     SUBSCRIPTIONS,
+    WEBHOOK_BODY_FIELDS,
     WEBHOOK_DELIVERIES,
     WEBHOOK_INDEXES,
     SubscriptionDirectory,
     WebhookLog,
+    finished_webhook_deliveries,
 )
 from kefu_notifier.domain.catalogue import ChannelKind
 from kefu_notifier.domain.policies import Backoff, QuietHours, RateLimit
@@ -120,8 +122,8 @@ def create_app(
     runtime = build_runtime(SERVICE, settings)
     runtime.indexes.extend(INDEXES)
     runtime.indexes.extend(WEBHOOK_INDEXES)
-    # Contacts, routes and rendered texts sealed at rest (KEFU_DATA_KEYS): the stores seal on
-    # write and open on read; the delivery log's projection leaves those fields out.
+    # Contacts, routes, rendered texts and webhook bodies sealed at rest (KEFU_DATA_KEYS): the
+    # stores seal on write and open on read; the delivery logs' projections leave them out.
     sealed = encryption.sealed_fields(settings.field_cipher())
 
     def sealed_store(collection: str, due: DueTimes | None = None) -> SealedStore:
@@ -184,22 +186,38 @@ def create_app(
 
     runtime.background.append(delivery_due_reconcile)
 
-    # FerretDB has no TTL index: rendered texts of finished deliveries go in a purge job
-    # (the delivery record, its status and times stay for the log and the KPIs).
+    register_consumers(runtime, deps, workers=settings.consumer_workers)
+    webhooks = build_webhooks(
+        runtime,
+        settings,
+        clock or utc_now,
+        webhook_poster,
+        target_guard,
+        webhook_deliveries=sealed_store(WEBHOOK_DELIVERIES),
+    )
+
+    # FerretDB has no TTL index: the rendered texts of finished deliveries and the bodies of
+    # finished webhook deliveries go in a purge job (each record, its status and times stay
+    # for the log and the KPIs).
     retention = RetentionJob(
-        [RetentionRule(deliveries.collection, "updated_at", RENDERED_TEXTS, where=finished())],
+        [
+            RetentionRule(deliveries.collection, "updated_at", RENDERED_TEXTS, where=finished()),
+            RetentionRule(
+                webhooks.deliveries.collection,
+                "updated_at",
+                WEBHOOK_BODY_FIELDS,
+                where=finished_webhook_deliveries(),
+            ),
+        ],
         period=timedelta(days=settings.retention_days),
         interval_seconds=settings.retention_scan_seconds,
         clock=clock or utc_now,
     )
 
-    async def rendered_text_retention() -> None:
+    async def free_text_retention() -> None:
         await retention.run()
 
-    runtime.background.append(rendered_text_retention)
-    register_consumers(runtime, deps, workers=settings.consumer_workers)
-
-    webhooks = build_webhooks(runtime, settings, clock or utc_now, webhook_poster, target_guard)
+    runtime.background.append(free_text_retention)
     erasure_consumer.register_erasure(runtime, clock or utc_now)
     routers = [make_router(deps), make_webhook_router(webhooks)]
     return create_http_app(runtime, routers, description=DESCRIPTION)
@@ -211,10 +229,12 @@ def build_webhooks(
     clock: Clock,
     poster: WebhookPoster | None,
     guard: TargetGuard | None,
+    *,
+    webhook_deliveries: SealedStore,
 ) -> WebhookDeps:
     """Webhook subscriptions: their stores, the fan-out consumers and the delivery loop."""
     subscriptions = runtime.document_store(SUBSCRIPTIONS)
-    deliveries = runtime.document_store(WEBHOOK_DELIVERIES)
+    deliveries = webhook_deliveries
     if poster is None:
         http_poster = HttpWebhookPoster(timeout=settings.webhook_timeout_seconds)
         runtime.on_shutdown.append(http_poster.aclose)

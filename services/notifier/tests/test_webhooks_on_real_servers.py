@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -16,9 +17,11 @@ from kefu_notifier.bootstrap import create_app
 from kefu_notifier.settings import NotifierSettings
 from kefu_shared import topics
 from kefu_shared.auth import Role
+from kefu_shared.crypto import new_key
 from kefu_shared.envelope import Envelope
+from kefu_shared.retention import PURGED
 from kefu_shared.testing import eventually, produce, read_topic
-from notifier_testkit import WebhookReceiver, event, publish
+from notifier_testkit import FakeClock, WebhookReceiver, event, publish
 from pymongo import AsyncMongoClient
 
 pytestmark = pytest.mark.integration
@@ -410,3 +413,48 @@ async def _has_status(
     client: httpx.AsyncClient, subscription_id: str, event_id: str, status: str
 ) -> bool:
     return (await statuses(client, subscription_id)).get(event_id) == status
+
+
+async def test_webhook_bodies_are_sealed_at_rest_and_purged_after_the_retention_period(
+    make_settings: SettingsFactory,
+    run: Run,
+    kafka_bootstrap: str,
+    prefix: str,
+    mongo_client: AsyncMongoClient[dict[str, Any]],
+    service_overrides: dict[str, Any],
+) -> None:
+    """An event posted to a shop may quote a customer's message: the delivery keeps it sealed,
+    and once the delivery is finished and the retention period over, not at all."""
+    db = mongo_client[service_overrides["mongodb_database"]]
+    topic = prefix + topics.INQUIRY_EVENTS
+    quoted = "我的手机号 13800138000, 地址 上海市长宁区"
+    clock = FakeClock(datetime(2026, 11, 23, 4, 0, tzinfo=UTC))
+    settings = make_settings(
+        data_keys={"k1": new_key()}, retention_days=7, retention_scan_seconds=0.2
+    )
+    with WebhookReceiver(secret=SECRET) as receiver:
+        async with run(create_app(settings, clock=clock)) as client:
+            sub_id = (await subscribe(client, receiver.url, ["inquiry.*"]))["id"]
+            received = event("inquiry.received", data={"text": quoted})
+            await send(kafka_bootstrap, topic, received)
+            await eventually(lambda: _has_status(client, sub_id, received.id, "delivered"))
+            stored = await db["webhook_deliveries"].find_one({"event_id": received.id})
+            assert stored is not None
+            assert "13800138000" not in json.dumps(stored, default=str, ensure_ascii=False)
+
+            clock.now += timedelta(days=6)  # inside the period: still kept (sealed)
+            await asyncio.sleep(1.0)
+            assert (await db["webhook_deliveries"].find_one({"_id": stored["_id"]}))[
+                "body"
+            ] != PURGED
+            clock.now += timedelta(days=2)
+
+            async def purged() -> bool:
+                doc = await db["webhook_deliveries"].find_one({"_id": stored["_id"]})
+                return doc is not None and doc["body"] == PURGED
+
+            await eventually(purged, timeout=30)
+            # The record stays in the log, with its outcome.
+            assert (await statuses(client, sub_id))[received.id] == "delivered"
+    # The receiver got the content itself.
+    assert receiver.requests[0].json()["data"]["text"] == quoted

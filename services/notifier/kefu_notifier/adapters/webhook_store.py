@@ -17,6 +17,7 @@ from pymongo import ASCENDING, DESCENDING
 
 from kefu_notifier.domain.webhook_delivery import (
     DUE_STATUSES,
+    FINAL_STATUSES,
     WebhookDelivery,
     WebhookDeliveryStatus,
 )
@@ -140,6 +141,16 @@ DELIVERY_PROJECTION = {
     "body": 0,
     "trace": 0,
 }
+
+
+# What a webhook delivery carried (the event, which may quote a customer's message): purged from
+# delivered or failed deliveries after the retention period, like the notices' texts.
+WEBHOOK_BODY_FIELDS = ("body",)
+
+
+def finished_webhook_deliveries() -> Document:
+    """Webhook deliveries that will not be posted (again)."""
+    return {"status": {"$in": [s.value for s in FINAL_STATUSES]}}
 
 
 def delivery_entry(doc: Document) -> dict[str, Any]:
