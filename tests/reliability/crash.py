@@ -72,6 +72,9 @@ class CrashReport:
     counts: dict[str, int] = field(default_factory=dict)
     findings: dict[str, list[str]] = field(default_factory=dict)
     faults: list[str] = field(default_factory=list)
+    # (ref, kind, topic, partition, offset) of every record the traffic produced: where to
+    # look for a lost one in a post-mortem
+    produced: list[tuple[str, str, str, int, int]] = field(default_factory=list)
 
     def problem(self, what: str, items: list[str]) -> None:
         if items:
@@ -273,19 +276,33 @@ class Outcomes:
 
 
 async def run_crash(
-    infra: LocalInfra, workdir: Path, config: CrashConfig, log: Log = print
+    infra: LocalInfra,
+    workdir: Path,
+    config: CrashConfig,
+    log: Log = print,
+    *,
+    keep_data: bool = False,
 ) -> CrashReport:
-    """The whole crash scenario with a fleet of its own, on ``infra`` (already up)."""
+    """The whole crash scenario with a fleet of its own, on ``infra`` (already up).
+
+    ``keep_data`` leaves the run's databases and topics in place for a post-mortem (their
+    names are logged: databases ``rel_<token>_<service>``, topics ``rel<token>.*``)."""
     fleet = Fleet(infra.endpoints, workdir)
     try:
-        log(f"starting {len(fleet.instances)} service processes (topics {fleet.prefix}*)")
+        log(
+            f"starting {len(fleet.instances)} service processes (topics {fleet.prefix}*, "
+            f"databases {fleet.database('<service>')})"
+        )
         fleet.start_all()
         await asyncio.to_thread(fleet.wait_ready, None, 300.0)
         return await crash_scenario(fleet, infra, config, log)
     finally:
         fleet.stop_all()
-        fleet.drop_databases()
-        await delete_topics(infra.endpoints.kafka_bootstrap, fleet.prefix)
+        if keep_data:
+            log(f"kept databases {fleet.database('<service>')} and topics {fleet.prefix}*")
+        else:
+            fleet.drop_databases()
+            await delete_topics(infra.endpoints.kafka_bootstrap, fleet.prefix)
 
 
 async def crash_scenario(
@@ -351,6 +368,9 @@ async def crash_scenario(
         await reader.stop()
     log(f"outcomes settled {converged - t0:.0f}s after the traffic started")
     ours = {(p.topic, p.partition, p.offset) for p in produced}
+    report.produced = [
+        (p.record.ref, p.record.kind, p.topic, p.partition, p.offset) for p in produced
+    ]
     await _judge(fleet, reader, outcomes, state, ours, config, rng, report)
     kills = sum(i.kills for i in fleet.instances.values()) - kills_before
     report.counts["faults: SIGKILL + restart"] = kills

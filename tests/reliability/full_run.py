@@ -75,6 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--outage-seconds", type=float, default=30.0)
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--keep-infra", action="store_true")
+    parser.add_argument(
+        "--keep-data",
+        action="store_true",
+        help="crash test: leave its databases and topics for a post-mortem",
+    )
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args(argv)
     if not (args.crash or args.poison or args.outage or args.fuzz):
@@ -97,7 +102,13 @@ def main(argv: list[str] | None = None) -> int:
                 seed=args.seed,
             )
             _log(f"crash test: {config}")
-            report = asyncio.run(run_crash(infra, workdir / "crash", config, _log))
+            report = asyncio.run(
+                run_crash(infra, workdir / "crash", config, _log, keep_data=args.keep_data)
+            )
+            if args.keep_data:
+                (workdir / "crash" / "postmortem.json").write_text(
+                    json.dumps({"findings": report.findings, "produced": report.produced})
+                )
             print("\nCRASH TEST")
             print("\n".join(report.lines()), flush=True)
             failed |= bool(report.problems)
