@@ -47,7 +47,11 @@ def create_app(
             runtime.db[mongo.INQUIRIES], lambda state: unseal(state, cipher), sla_due
         ),
         agents=mongo.AgentDirectory(runtime.db[mongo.AGENTS]),
-        knowledge=mongo.KnowledgeBase(runtime.db[mongo.ARTICLES], runtime.db[mongo.QUICK_REPLIES]),
+        knowledge=mongo.KnowledgeBase(
+            runtime.db[mongo.ARTICLES],
+            runtime.db[mongo.QUICK_REPLIES],
+            cache_seconds=settings.knowledge_cache_seconds,
+        ),
         classifier=default_classifier(settings.rules_file or None),
         sla_policy=settings.sla_policy(),
         metrics=InquiryMetrics(runtime.registry),

@@ -39,6 +39,14 @@ class InquirySettings(ServiceSettings):
         description="Consumers of each inbound channel topic in this process, each owning some "
         "of its partitions (FastStream max_workers, manual commit): one key stays in order.",
     )
+    knowledge_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=300,
+        description="How long this process answers from the knowledge-base articles it read "
+        "last (0: read them for every message); its own edits show at once, other instances' "
+        "after this long.",
+    )
     sla_reconcile_seconds: float = Field(
         default=300.0,
         gt=0,

@@ -7,6 +7,7 @@ plain documents replaced whole, so a PUT is idempotent.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -137,27 +138,53 @@ class AgentDirectory:
 
 
 class KnowledgeBase:
-    def __init__(self, articles: Collection, quick_replies: Collection) -> None:
+    """Articles and quick replies. Every bot-answerable message reads the articles of its
+    language, so they are kept for ``cache_seconds`` (parsed): one read per language and
+    period instead of one per message. This process's own edits drop the cache at once."""
+
+    def __init__(
+        self, articles: Collection, quick_replies: Collection, *, cache_seconds: float = 0.0
+    ) -> None:
         self._articles = articles
         self._replies = quick_replies
+        self._cache_seconds = cache_seconds
+        self._cached: dict[str | None, tuple[float, list[Article]]] = {}
+        # Bumped by every edit: a read that overlapped one does not cache what it saw.
+        self._edits = 0
+
+    def _edited(self) -> None:
+        self._edits += 1
+        self._cached.clear()
 
     async def put_article(self, article: Article) -> None:
+        self._edited()
         await self._articles.replace_one(
             {"_id": article.id}, article.model_dump(mode="json"), upsert=True
         )
+        self._edited()
 
     async def article(self, article_id: str) -> Article | None:
         doc = await self._articles.find_one({"_id": article_id})
         return Article.model_validate(_strip(doc)) if doc else None
 
     async def articles(self, language: str | None = None) -> list[Article]:
+        cached = self._cached.get(language)
+        if cached is not None and time.monotonic() - cached[0] < self._cache_seconds:
+            return list(cached[1])
+        read_at, edits = time.monotonic(), self._edits
         query: dict[str, Any] = {} if language is None else {"language": language}
-        return [
+        found = [
             Article.model_validate(_strip(d)) for d in await self._articles.find(query).to_list()
         ]
+        if self._cache_seconds > 0 and edits == self._edits:
+            self._cached[language] = (read_at, found)
+        return list(found)
 
     async def delete_article(self, article_id: str) -> bool:
-        return (await self._articles.delete_one({"_id": article_id})).deleted_count > 0
+        self._edited()
+        deleted = (await self._articles.delete_one({"_id": article_id})).deleted_count > 0
+        self._edited()
+        return deleted
 
     async def put_quick_reply(self, reply: QuickReply) -> None:
         await self._replies.replace_one(
