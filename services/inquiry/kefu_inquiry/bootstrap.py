@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 from fastapi import FastAPI
 from kefu_shared.audit import AUDIT_COLLECTION, AuditLog
+from kefu_shared.crypto import SealedStore
 from kefu_shared.envelope import utcnow
 from kefu_shared.http import create_http_app
 from kefu_shared.mongo import outbox_index
@@ -14,8 +15,7 @@ from kefu_shared.runtime import build_runtime
 from kefu_shared.settings import load_settings
 
 from kefu_inquiry import handlers, privacy
-from kefu_inquiry.adapters import mongo
-from kefu_inquiry.adapters.encryption import EncryptedStore, unseal
+from kefu_inquiry.adapters import encryption, mongo
 from kefu_inquiry.adapters.metrics import InquiryMetrics
 from kefu_inquiry.domain.rules_loader import default_classifier
 from kefu_inquiry.entrypoints import api, consumers, privacy_api, privacy_consumer
@@ -33,19 +33,17 @@ def create_app(
     runtime = build_runtime(SERVICE, settings)
     channels = settings.served_channels()
     # Contacts sealed at rest (KEFU_DATA_KEYS): the store and the read side share the cipher.
-    cipher = settings.field_cipher()
+    sealed = encryption.sealed_fields(settings.field_cipher())
     sla_due = mongo.sla_due_times(runtime.db)
-    inquiries = EncryptedStore(
-        runtime.db[mongo.INQUIRIES], cipher, on_events=runtime.relay.notify, due=sla_due
+    inquiries = SealedStore(
+        runtime.db[mongo.INQUIRIES], sealed, on_events=runtime.relay.notify, due=sla_due
     )
     runtime.relay.add_source(inquiries)
     runtime.indexes.append(outbox_index(mongo.INQUIRIES))
     deps = handlers.Deps(
         inquiries=inquiries,
         customers=runtime.document_store(mongo.CUSTOMERS),
-        queries=mongo.InquiryQueries(
-            runtime.db[mongo.INQUIRIES], lambda state: unseal(state, cipher), sla_due
-        ),
+        queries=mongo.InquiryQueries(runtime.db[mongo.INQUIRIES], sealed.open, sla_due),
         agents=mongo.AgentDirectory(runtime.db[mongo.AGENTS]),
         knowledge=mongo.KnowledgeBase(
             runtime.db[mongo.ARTICLES],
