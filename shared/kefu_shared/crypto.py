@@ -145,7 +145,12 @@ class SealedStore(VersionedDocumentStore):
         return self._opened(await super().load(doc_id))
 
     async def mutate(
-        self, doc_id: str, decide: Decide, *, message_id: str | None = None
+        self,
+        doc_id: str,
+        decide: Decide,
+        *,
+        message_id: str | None = None,
+        expect_new: bool = False,
     ) -> Outcome:
         async def sealed(current: Stored | None) -> Change | None:
             result = decide(self._opened(current))
@@ -154,7 +159,7 @@ class SealedStore(VersionedDocumentStore):
                 return None
             return Change(self.fields.seal(change.state), change.events)
 
-        outcome = await super().mutate(doc_id, sealed, message_id=message_id)
+        outcome = await super().mutate(doc_id, sealed, message_id=message_id, expect_new=expect_new)
         outcome.stored = self._opened(outcome.stored)
         return outcome
 

@@ -227,32 +227,45 @@ class VersionedDocumentStore:
         return _stored(doc) if doc else None
 
     async def mutate(
-        self, doc_id: str, decide: Decide, *, message_id: str | None = None
+        self,
+        doc_id: str,
+        decide: Decide,
+        *,
+        message_id: str | None = None,
+        expect_new: bool = False,
     ) -> Outcome:
         """Apply ``decide`` to the current document, at most once per ``message_id``.
 
         ``decide`` gets the stored document (or None) and returns the new state with its events,
         or None to change nothing. It may run more than once under contention, so it must be a
         pure function of its input.
+
+        ``expect_new``: the id is most likely new (derived from a message seen for the first
+        time), so decide on "no document" and insert without reading first; if the document
+        exists after all, the insert is refused and it is read and decided again as usual.
         """
         lock = self._lock(doc_id)
         async with lock:
-            return await self._mutate(doc_id, decide, message_id)
+            return await self._mutate(doc_id, decide, message_id, expect_new)
 
-    async def _mutate(self, doc_id: str, decide: Decide, message_id: str | None) -> Outcome:
+    async def _mutate(
+        self, doc_id: str, decide: Decide, message_id: str | None, expect_new: bool = False
+    ) -> Outcome:
         for _ in range(self._max_attempts):
             current = self._recall(doc_id)
             remembered = current is not None
-            if current is None:
+            guessed = current is None and expect_new
+            expect_new = False  # only the first attempt guesses
+            if current is None and not guessed:
                 current = await self.load(doc_id)
             if current is not None and message_id is not None and message_id in current.applied:
                 return Outcome(stored=current, duplicate=True)
             result = decide(current)
             change = await result if isinstance(result, Awaitable) else result
             if change is None:
-                if remembered:
-                    # A write checks the memory (compare-and-set); "nothing to do" cannot,
-                    # so it is decided again on a fresh read.
+                if remembered or guessed:
+                    # A write checks the memory or the guess (compare-and-set, insert);
+                    # "nothing to do" cannot, so it is decided again on a fresh read.
                     self._forget(doc_id)
                     continue
                 return Outcome(stored=current)

@@ -247,6 +247,34 @@ async def test_nothing_to_do_is_decided_on_a_fresh_read_not_on_the_memory(
     assert doc["open"] is True
 
 
+async def test_a_document_expected_new_is_inserted_without_reading_it_first(
+    db: AsyncDatabase[dict[str, Any]],
+) -> None:
+    store = CountingStore(db["cases"])
+    outcome = await store.mutate("case-1", add_one, message_id="m-1", expect_new=True)
+    assert outcome.changed
+    assert store.reads == 0
+    doc = await db["cases"].find_one({"_id": "case-1"})
+    assert doc is not None
+    assert (doc["count"], doc["version"], doc["applied"]) == (1, 1, ["m-1"])
+
+
+async def test_a_document_wrongly_expected_new_is_read_and_decided_on_what_is_stored(
+    db: AsyncDatabase[dict[str, Any]],
+) -> None:
+    """A redelivered message, or an id another instance created meanwhile: the guess costs one
+    refused insert, never a lost update nor a message applied twice."""
+    here, there = CountingStore(db["cases"]), CountingStore(db["cases"])
+    await there.mutate("case-1", add_one, message_id="m-1")
+    again = await here.mutate("case-1", add_one, message_id="m-1", expect_new=True)
+    assert again.duplicate and not again.changed
+    later = await here.mutate("case-1", add_one, message_id="m-2", expect_new=True)
+    assert later.changed
+    doc = await db["cases"].find_one({"_id": "case-1"})
+    assert doc is not None
+    assert (doc["count"], doc["version"], doc["applied"]) == (2, 2, ["m-1", "m-2"])
+
+
 def due_times(db: AsyncDatabase[dict[str, Any]]) -> Any:
     from kefu_shared.documents import DueTimes
 

@@ -158,7 +158,13 @@ async def receive_message(message: CustomerMessage, deps: Deps, ctx: Context) ->
                 decision = domain.add_customer_message(existing, incoming, deps.sla_policy, now)
             return _change(decision, deps, ctx)
 
-        outcome = await deps.inquiries.mutate(inquiry_id, decide, message_id=message.message_id)
+        # The pointer names the id a first message gives a new inquiry: most likely new.
+        outcome = await deps.inquiries.mutate(
+            inquiry_id,
+            decide,
+            message_id=message.message_id,
+            expect_new=inquiry_id == domain.inquiry_id_for(message.message_id),
+        )
         if stale:
             await _forget_open_inquiry(message.customer_id, inquiry_id, deps)
             continue
@@ -206,7 +212,9 @@ async def _receive_spam(
             return None
         return _change(domain.open_spam(incoming, classification, refusal, now), deps, ctx)
 
-    outcome = await deps.inquiries.mutate(inquiry_id, decide, message_id=incoming.message_id)
+    outcome = await deps.inquiries.mutate(
+        inquiry_id, decide, message_id=incoming.message_id, expect_new=True
+    )
     deps.metrics.messages.labels(
         incoming.channel.value, "duplicate" if outcome.duplicate else "spam"
     ).inc()

@@ -122,7 +122,10 @@ async def accept_request(
         state = {**delivery_to_state(delivery), TRACE_FIELD: current_trace_carrier()}
         return Change(state, _outbox(None, delivery, deps))
 
-    outcome = await deps.deliveries.mutate(request.idempotency_key, decide, message_id=message_id)
+    # A request is normally seen once: insert first, read only if the key exists already.
+    outcome = await deps.deliveries.mutate(
+        request.idempotency_key, decide, message_id=message_id, expect_new=True
+    )
     if not outcome.changed:
         log.info("notification %s already recorded; not sent again", request.idempotency_key)
         return None
