@@ -144,6 +144,10 @@ class SealedStore(VersionedDocumentStore):
     async def load(self, doc_id: str) -> Stored | None:
         return self._opened(await super().load(doc_id))
 
+    async def load_recent(self, doc_id: str) -> Stored | None:
+        # Opening a value twice (the read above is opened already) leaves it as it is.
+        return self._opened(await super().load_recent(doc_id))
+
     async def mutate(
         self,
         doc_id: str,

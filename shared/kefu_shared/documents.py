@@ -226,6 +226,13 @@ class VersionedDocumentStore:
         doc = await self.collection.find_one({"_id": doc_id})
         return _stored(doc) if doc else None
 
+    async def load_recent(self, doc_id: str) -> Stored | None:
+        """What this process wrote in the last few seconds, else a read. Only for a caller
+        whose decisions are checked again by its next write (a compare-and-set ``mutate``):
+        the memory is stale if another instance wrote since."""
+        remembered = self._recall(doc_id)
+        return remembered if remembered is not None else await self.load(doc_id)
+
     async def mutate(
         self,
         doc_id: str,

@@ -267,7 +267,8 @@ async def test_a_document_wrongly_expected_new_is_read_and_decided_on_what_is_st
     here, there = CountingStore(db["cases"]), CountingStore(db["cases"])
     await there.mutate("case-1", add_one, message_id="m-1")
     again = await here.mutate("case-1", add_one, message_id="m-1", expect_new=True)
-    assert again.duplicate and not again.changed
+    assert again.duplicate
+    assert not again.changed
     later = await here.mutate("case-1", add_one, message_id="m-2", expect_new=True)
     assert later.changed
     doc = await db["cases"].find_one({"_id": "case-1"})

@@ -273,7 +273,8 @@ async def dispatch_due(deps: NotifierDeps, *, limit: int) -> int:
 async def attempt_delivery(key: str, deps: NotifierDeps) -> Delivery | None:
     """Apply the policies to one due delivery, then send it or defer/suppress/fail it."""
     now = deps.clock()
-    stored = await deps.deliveries.load(key)
+    # Usually accepted a moment ago by this process; every transition below re-checks it.
+    stored = await deps.deliveries.load_recent(key)
     if stored is None:
         await _refresh_due(key, None, deps)
         return None
