@@ -21,7 +21,8 @@ from typing import Any
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from kefu_shared.documents import Change, Decide, Outcome, Stored, VersionedDocumentStore
-from kefu_shared.mongo import Collection
+from kefu_shared.mongo import Collection, Document
+from kefu_shared.outbox import OutboxMessage
 
 PREFIX = "enc:v1:"
 
@@ -141,6 +142,17 @@ class SealedStore(VersionedDocumentStore):
     def _opened(self, stored: Stored | None) -> Stored | None:
         return replace(stored, state=self.fields.open(stored.state)) if stored else None
 
+    # An event waiting for the relay may carry the same personal data as the document (a
+    # contact, an address): its body is sealed whole until the relay opens it to publish.
+    def _seal_body(self, body: str) -> str:
+        sealed = self.fields.cipher.encrypt(body, field=f"{self.fields.scope}.outbox.body")
+        return body if sealed is None else sealed
+
+    def outbox_message(self, item: Document) -> OutboxMessage:
+        message = super().outbox_message(item)
+        body = self.fields.cipher.decrypt(message.body, field=f"{self.fields.scope}.outbox.body")
+        return message if body is None else replace(message, body=body)
+
     async def load(self, doc_id: str) -> Stored | None:
         return self._opened(await super().load(doc_id))
 
@@ -161,7 +173,8 @@ class SealedStore(VersionedDocumentStore):
             change = await result if inspect.isawaitable(result) else result
             if change is None:
                 return None
-            return Change(self.fields.seal(change.state), change.events)
+            events = [replace(e, body=self._seal_body(e.body)) for e in change.events]
+            return Change(self.fields.seal(change.state), events)
 
         outcome = await super().mutate(doc_id, sealed, message_id=message_id, expect_new=expect_new)
         outcome.stored = self._opened(outcome.stored)

@@ -377,6 +377,9 @@ class VersionedDocumentStore:
         else:
             self._forget(doc_id)
 
+    def outbox_message(self, item: Document) -> OutboxMessage:
+        return OutboxMessage.from_document(item)
+
     async def pending_outbox(self, limit: int) -> list[Document]:
         """Documents holding events the relay has not published yet."""
         cursor = self.collection.find({"outbox_pending": True}, {"outbox": 1, "version": 1})

@@ -124,6 +124,10 @@ class OutboxSource(Protocol):
 
     async def pending_outbox(self, limit: int) -> list[Document]: ...
 
+    def outbox_message(self, item: Document) -> OutboxMessage:
+        """The message an outbox entry stands for (opened, where the store seals them)."""
+        ...
+
     async def remove_relayed(
         self,
         doc_id: str,
@@ -274,7 +278,7 @@ class OutboxRelay:
             for item in outbox:
                 if item.get("id") in already:
                     continue
-                message = OutboxMessage.from_document(item)
+                message = source.outbox_message(item)
                 sequences.setdefault((message.topic, message.key), []).append(message)
             published = await asyncio.gather(
                 *(self._publish_in_order(s) for s in sequences.values())

@@ -17,6 +17,9 @@ class MemoryOutbox:
     def stored(self) -> Stored:
         return Stored("case-1", {}, self.version, (), tuple(self.outbox))
 
+    def outbox_message(self, item: dict[str, Any]) -> OutboxMessage:
+        return OutboxMessage.from_document(item)
+
     async def pending_outbox(self, limit: int) -> list[dict[str, Any]]:
         if not self.outbox:
             return []

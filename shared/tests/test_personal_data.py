@@ -1,5 +1,6 @@
 """Personal data in the kernel: field encryption with rotation, audit log, retention purge."""
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,6 +15,7 @@ from kefu_shared.crypto import (
     new_key,
 )
 from kefu_shared.documents import Change, Stored
+from kefu_shared.outbox import OutboxMessage, OutboxRelay
 from kefu_shared.pii import mask_address, redact_card_numbers
 from kefu_shared.retention import PURGED, RetentionJob, RetentionRule
 from pymongo.asynchronous.database import AsyncDatabase
@@ -190,3 +192,34 @@ async def test_retention_purges_texts_inside_optional_sub_documents_only_where_t
         "recent": {"text": "好评", "rating": 5},
         "open": {"text": "等待"},
     }
+
+
+async def test_events_waiting_in_a_sealed_stores_outbox_are_sealed_and_relayed_plain(
+    db: AsyncDatabase[dict[str, Any]],
+) -> None:
+    """An event may carry what the document seals (a contact): in the store it is ciphertext
+    until the relay opens it to publish."""
+    fields = SealedFields(FieldCipher({"k1": new_key()}, "k1"), PATHS, scope="orders")
+    store = SealedStore(db["orders"], fields)
+    published: list[OutboxMessage] = []
+
+    async def publish(message: OutboxMessage) -> None:
+        published.append(message)
+
+    relay = OutboxRelay([store], publish)
+    body = json.dumps({"order_id": "O1", "phone": "13812345678"})
+
+    def place(current: Stored | None) -> Change:
+        event = OutboxMessage(id="e1", topic="kefu.orders", key="O1", body=body, headers={})
+        return Change(dict(ORDER), [event])
+
+    await store.mutate("O1", place, message_id="m1")
+    raw = await db["orders"].find_one({"_id": "O1"})
+    assert raw is not None
+    assert len(raw["outbox"]) == 1
+    assert "13812345678" not in repr(raw)
+    assert await relay.relay_once() == 1
+    assert [m.body for m in published] == [body]
+    relayed = await db["orders"].find_one({"_id": "O1"})
+    assert relayed is not None
+    assert relayed["outbox"] == []
