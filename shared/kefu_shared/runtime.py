@@ -25,6 +25,7 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from kefu_shared.broker import make_broker, publish_outbox_message, subscriber_options
+from kefu_shared.crypto import SealedFields, SealedStore
 from kefu_shared.dead_letter import RetryPolicy
 from kefu_shared.documents import VersionedDocumentStore
 from kefu_shared.lag import ConsumerLagMonitor
@@ -81,9 +82,16 @@ class ServiceRuntime:
         """Consumer group and offsets for this service's subscribers."""
         return subscriber_options(self.name, self.settings.consumer_group, **overrides)
 
-    def document_store(self, collection: str, **kwargs: Any) -> VersionedDocumentStore:
-        """An aggregate collection whose outbox this service's relay publishes."""
-        store = VersionedDocumentStore(self.db[collection], on_events=self.relay.notify, **kwargs)
+    def document_store(
+        self, collection: str, *, sealed: SealedFields | None = None, **kwargs: Any
+    ) -> VersionedDocumentStore:
+        """An aggregate collection whose outbox this service's relay publishes; with ``sealed``,
+        those fields and the waiting events are sealed at rest (``SealedStore``)."""
+        store = (
+            VersionedDocumentStore(self.db[collection], on_events=self.relay.notify, **kwargs)
+            if sealed is None
+            else SealedStore(self.db[collection], sealed, on_events=self.relay.notify, **kwargs)
+        )
         self.relay.add_source(store)
         self.indexes.append(outbox_index(collection))
         return store

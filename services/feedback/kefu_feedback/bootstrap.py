@@ -9,6 +9,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from fastapi import FastAPI
+from kefu_shared.crypto import SealedFields
 from kefu_shared.envelope import utcnow
 from kefu_shared.http import create_http_app
 from kefu_shared.retention import RetentionJob, RetentionRule
@@ -44,7 +45,11 @@ def create_app(
     secret = settings.survey_link_secret.get_secret_value()
     if secret == DEV_LINK_SECRET:
         log.warning("KEFU_FEEDBACK_SURVEY_LINK_SECRET is the development default: set one")
-    surveys = runtime.document_store(store.SURVEYS)
+    # A survey keeps no contact, but its invitation's notification request does until relayed:
+    # sealed in the outbox like every event of a sealed store.
+    surveys = runtime.document_store(
+        store.SURVEYS, sealed=SealedFields(settings.field_cipher(), (), scope=store.SURVEYS)
+    )
     customers = runtime.document_store(store.CUSTOMERS)
     rounds = runtime.document_store(store.ROUNDS)
     deps = handlers.Deps(
