@@ -18,6 +18,7 @@ from kefu_shared import topics
 
 from .checks import changes_under_two_ids, distinct_ids_by, provider_calls, republished
 from .fleet import SERVICES, Fleet, Log, delete_topics, restart_component
+from .postmortem import diagnose_lost
 from .traffic import (
     BOT_ARTICLE,
     InquiryCase,
@@ -75,6 +76,8 @@ class CrashReport:
     # (ref, kind, topic, partition, offset) of every record the traffic produced: where to
     # look for a lost one in a post-mortem
     produced: list[tuple[str, str, str, int, int]] = field(default_factory=list)
+    # Where the lost messages went (postmortem.py), looked up before the data is dropped.
+    postmortem: list[str] = field(default_factory=list)
 
     def problem(self, what: str, items: list[str]) -> None:
         if items:
@@ -88,6 +91,7 @@ class CrashReport:
         out = [f"  {k:<48} {v}" for k, v in self.counts.items()]
         out += [f"  fault: {f}" for f in self.faults]
         out += [f"  PROBLEM {p}" for p in self.problems] or ["  problems: none"]
+        out += [f"  post-mortem: {line}" for line in self.postmortem]
         return out
 
 
@@ -372,6 +376,8 @@ async def crash_scenario(
         (p.record.ref, p.record.kind, p.topic, p.partition, p.offset) for p in produced
     ]
     await _judge(fleet, reader, outcomes, state, ours, config, rng, report)
+    if state["lost_messages"]:
+        await _postmortem(fleet, state["lost_messages"], report)
     kills = sum(i.kills for i in fleet.instances.values()) - kills_before
     report.counts["faults: SIGKILL + restart"] = kills
     report.counts["faults: broker restarts"] = config.broker_restarts
@@ -379,6 +385,27 @@ async def crash_scenario(
     report.counts["seconds: traffic start to all outcomes"] = int(converged - t0)
     report.counts["seconds: whole scenario"] = int(time.monotonic() - started_at)
     return report
+
+
+async def _postmortem(fleet: Fleet, lost: list[str], report: CrashReport) -> None:
+    """Place each lost message (inbound topic, store, outbox, committed offsets) while the
+    fleet's data is still there: a loss that shows once in many runs explains itself."""
+    try:
+        diagnosis = await diagnose_lost(
+            bootstrap=fleet.endpoints.kafka_bootstrap,
+            mongodb_uri=fleet.endpoints.mongodb_uri,
+            prefix=fleet.prefix,
+            database=fleet.database("inquiry"),
+            group_prefix=f"rel{fleet.token}",
+            lost=lost,
+            sent=report.produced,
+        )
+    except Exception as exc:  # a diagnosis must never hide the finding itself
+        report.postmortem.append(f"failed: {exc!r}")
+        return
+    for place, n in diagnosis.where.most_common():
+        report.counts[f"lost messages: {place}"] = n
+    report.postmortem += diagnosis.offsets + diagnosis.lines
 
 
 async def _judge(
