@@ -13,6 +13,8 @@ connects to itself (TCP simultaneous open) and holds it, so the restarted broker
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import json
 import os
 import secrets
@@ -34,6 +36,11 @@ FAULTS_PROFILE = "faults"
 KAFKA_PORT, CONTROLLER_PORT, MONGO_PORT = 29192, 29193, 27057
 
 Log = Callable[[str], None]
+
+# The topics and partition counts production creates (the kefu-kafka-topics Job). Without them
+# each service's FastStream creates the topics it subscribes to with one partition, so a
+# second consumer of a group (CONSUMER_WORKERS) would idle and never hand partitions over.
+TOPICS_FILE = Path(__file__).resolve().parents[2] / "deploy/k8s/components/kafka-topics/topics.txt"
 
 
 def faults_infra(log: Log = print) -> LocalInfra:
@@ -212,6 +219,7 @@ class Fleet:
         logs = workdir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         self.instances = {s.name: Instance(s, free_port(), logs / f"{s.name}.log") for s in specs}
+        self._topics_created = False
 
     # -- names ----------------------------------------------------------------------------
 
@@ -268,6 +276,13 @@ class Fleet:
         inst.starts += 1
 
     def start_all(self) -> None:
+        if not self._topics_created:
+            # In a thread of its own: callers may or may not be inside an event loop.
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                pool.submit(
+                    asyncio.run, create_topics(self.endpoints.kafka_bootstrap, self.prefix)
+                ).result()
+            self._topics_created = True
         for name in self.instances:
             self.start(name)
 
@@ -353,6 +368,37 @@ class Fleet:
             pass
         finally:
             client.close()
+
+
+def production_topics() -> list[tuple[str, int, dict[str, str]]]:
+    """(name, partitions, configs) of every topic in ``topics.txt``."""
+    out: list[tuple[str, int, dict[str, str]]] = []
+    for line in TOPICS_FILE.read_text().splitlines():
+        fields = line.split("#", 1)[0].split()
+        if not fields:
+            continue
+        configs = dict(kv.split("=", 1) for kv in fields[2].split(",")) if len(fields) > 2 else {}
+        out.append((fields[0], int(fields[1]), configs))
+    return out
+
+
+async def create_topics(bootstrap: str, prefix: str) -> None:
+    """A run's topics, partitioned as in production; those that exist are left alone."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        new = [
+            NewTopic(prefix + name, partitions, 1, topic_configs=configs)
+            for name, partitions, configs in production_topics()
+            if prefix + name not in existing
+        ]
+        if new:
+            await admin.create_topics(new)
+    finally:
+        await admin.close()
 
 
 async def delete_topics(bootstrap: str, prefix: str) -> None:
