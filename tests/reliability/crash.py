@@ -366,8 +366,14 @@ async def crash_scenario(
             if outcomes.done(state):
                 break
         converged = loop.time()
-        await reader.poll(5.0)  # late duplicates
-        state = outcomes.evaluate()
+        # Late records: duplicates, and requests that follow an outcome by design (a survey
+        # invitation some seconds after a bot answer): while one of those is unfinished, wait
+        # for it rather than judge it never finished.
+        while True:
+            await reader.poll(5.0)
+            state = outcomes.evaluate()
+            if outcomes.done(state) or loop.time() >= deadline:
+                break
     finally:
         await reader.stop()
     log(f"outcomes settled {converged - t0:.0f}s after the traffic started")
