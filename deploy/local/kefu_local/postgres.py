@@ -30,6 +30,10 @@ from kefu_local.process import InfraError, port_open, start_detached, tracked_pi
 Log = Callable[[str], None]
 
 SERVER_USER_UNDER_ROOT = "postgres"
+# FerretDB 1.24's update holds one pooled connection while it waits for a second; with its
+# default pool of 50, 50 concurrent updates (the full-size crash test's six services) took every
+# connection and FerretDB hung for good, answering not even `ping` (goroutine dump, issue #13).
+FERRETDB_POOL_MAX_CONNS = 400
 INDEX_TUNING_SQL = Path(__file__).resolve().parent / "data" / "ferretdb_gin_twins.sql"
 
 # A development and test cluster: durable against a killed process (what the fault tests do),
@@ -41,9 +45,8 @@ SERVER_SETTINGS = {
     "fsync": "off",
     "synchronous_commit": "off",
     "full_page_writes": "off",
-    # FerretDB keeps a pool per client connection set; six services and a load generator
-    # open many.
-    "max_connections": "300",
+    # Room for FerretDB's pool (FERRETDB_POOL_MAX_CONNS) and a few clients of our own.
+    "max_connections": "450",
     # FerretDB binds a filter's field name as a parameter; only a custom plan sees it as the
     # constant that matches an index expression (see data/ferretdb_gin_twins.sql).
     "plan_cache_mode": "force_custom_plan",
@@ -94,7 +97,10 @@ class PostgresNode:
 
     @property
     def url(self) -> str:
-        return f"postgres://postgres@{self.host}:{self.port}/postgres"
+        return (
+            f"postgres://postgres@{self.host}:{self.port}/postgres"
+            f"?pool_max_conns={FERRETDB_POOL_MAX_CONNS}"
+        )
 
     @property
     def data_dir(self) -> Path:
