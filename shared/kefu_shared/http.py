@@ -26,6 +26,7 @@ from kefu_shared.catalogue import published_contracts
 from kefu_shared.correlation import current_correlation_id
 from kefu_shared.envelope import Envelope, new_id
 from kefu_shared.http_limits import BodySizeLimit, bound_store_waits
+from kefu_shared.http_text import RefuseNulCharacters
 from kefu_shared.runtime import ServiceRuntime
 
 CORRELATION_HEADER = "X-Correlation-Id"
@@ -98,6 +99,8 @@ def create_http_app(
         version="1.0.0",
         lifespan=lifespan,
     )
+    # BodySizeLimit, added after, wraps the NUL check and so bounds what it reads.
+    app.add_middleware(RefuseNulCharacters)
     app.add_middleware(BodySizeLimit)
     bound_store_waits(app)
     tracer = runtime.tracer_provider.get_tracer("kefu.http")
