@@ -11,7 +11,7 @@ import contextlib
 import json
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl
 
 from fastapi.responses import JSONResponse
 
@@ -47,7 +47,7 @@ class RefuseNulCharacters:
             await self.app(scope, receive, send)
             return
         found: list[tuple[str | int, ...]] = []
-        if NUL in unquote(scope.get("raw_path", b"").decode("latin-1")) or NUL in scope["path"]:
+        if NUL in scope["path"]:  # already percent-decoded: %00 arrives as NUL
             found.append(("path",))
         query = scope.get("query_string", b"").decode("latin-1")
         for name, value in parse_qsl(query, keep_blank_values=True):

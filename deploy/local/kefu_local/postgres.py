@@ -4,10 +4,10 @@ FerretDB 1.24 on SQLite scans a collection for every command, even an exact `_id
 each read costs in proportion to the collection (39 ms at 1k documents, 319 ms at 10k, measured
 for issue #12). On PostgreSQL FerretDB pushes equality filters down, but as `@>` on an
 expression its own btree indexes cannot serve, so it scanned too (11 ms at 10k); the cluster
-therefore gets GIN twins of those indexes and custom plans (data/ferretdb_gin_twins.sql), and a
-lookup by `_id` costs about 1 ms whatever the size. So the runner puts FerretDB on a PostgreSQL
-cluster of its own per profile, and keeps SQLite as the fallback where PostgreSQL cannot run
-(`KEFU_FERRETDB_BACKEND=sqlite` forces it).
+therefore gets GIN twins of those indexes and custom plans (data/ferretdb_gin_twins.sql): a
+lookup by `_id` took 1 ms at 10k alone, 3 / 4 / 9 ms at 1k / 10k / 100k in the benchmark. So
+the runner puts FerretDB on a PostgreSQL cluster of its own per profile, and keeps SQLite as
+the fallback where PostgreSQL cannot run (`KEFU_FERRETDB_BACKEND=sqlite` forces it).
 
 PostgreSQL refuses to run as root; under root the cluster belongs to the `postgres` system
 user that Debian's package creates, which must be able to reach the state dir. `./kefu`
@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from kefu_local.process import InfraError, port_open, start_detached, tracked_pid
+from kefu_local.process import InfraError, start_detached, tracked_pid
 
 Log = Callable[[str], None]
 
@@ -54,23 +54,27 @@ SERVER_SETTINGS = {
 }
 
 
+TOOLS = ("initdb", "postgres", "psql")
+
+
 def find_bindir() -> Path | None:
-    """The directory with `initdb` and `postgres`: `$KEFU_POSTGRES_BIN`, Debian's versioned
-    directories (newest first), else the PATH."""
+    """The directory with `initdb`, `postgres` and `psql`: `$KEFU_POSTGRES_BIN`, Debian's
+    versioned directories (newest first), else the one `initdb` is in on the PATH."""
     explicit = os.environ.get("KEFU_POSTGRES_BIN")
-    if explicit:
-        return Path(explicit) if (Path(explicit) / "postgres").exists() else None
     debian = sorted(
         Path("/usr/lib/postgresql").glob("*/bin"),
         key=lambda path: int(path.parent.name) if path.parent.name.isdigit() else 0,
         reverse=True,
     )
-    for candidate in debian:
-        if (candidate / "initdb").exists() and (candidate / "postgres").exists():
-            return candidate
     on_path = shutil.which("initdb")
-    if on_path and shutil.which("postgres"):
-        return Path(on_path).resolve().parent
+    candidates = (
+        [Path(explicit)]
+        if explicit
+        else [*debian, *([Path(on_path).resolve().parent] if on_path else [])]
+    )
+    for candidate in candidates:
+        if all((candidate / tool).exists() for tool in TOOLS):
+            return candidate
     return None
 
 
@@ -144,34 +148,22 @@ class PostgresNode:
             user=None if user is None else user.pw_uid,
             group=None if user is None else user.pw_gid,
         )
-        deadline = time.monotonic() + timeout
-        while not port_open(self.host, self.port, timeout=0.3):
-            if self.running_pid() is None:
-                raise InfraError(f"PostgreSQL exited during startup; see {self.log_file}")
-            if time.monotonic() > deadline:
-                raise InfraError(f"PostgreSQL did not listen within {timeout:.0f} s")
-            time.sleep(0.1)
-        self._tune_indexes(bindir, log, deadline)
+        self._tune_indexes(bindir, time.monotonic() + timeout)
         log(f"started PostgreSQL (pid {pid}) on {self.host}:{self.port} for FerretDB")
         return pid
 
-    def _tune_indexes(self, bindir: Path, log: Log, deadline: float) -> None:
-        """Install the trigger that lets FerretDB's lookups use an index (idempotent)."""
-        psql = bindir / "psql"
-        if not psql.exists():
-            psql_on_path = shutil.which("psql")
-            if psql_on_path is None:
-                log("no psql: FerretDB's lookups will scan their tables (slower as data grows)")
-                return
-            psql = Path(psql_on_path)
-        argv = [str(psql), "-h", self.host, "-p", str(self.port), "-U", "postgres", "-d"]
-        argv += ["postgres", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(INDEX_TUNING_SQL)]
+    def _tune_indexes(self, bindir: Path, deadline: float) -> None:
+        """Install the trigger that lets FerretDB's lookups use an index (idempotent), as soon
+        as the new server accepts connections: this is also the wait for it."""
+        argv = [str(bindir / "psql"), "-h", self.host, "-p", str(self.port), "-U", "postgres"]
+        argv += ["-d", "postgres", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(INDEX_TUNING_SQL)]
         while True:
             done = subprocess.run(argv, capture_output=True, text=True, check=False)
             if done.returncode == 0:
                 return
-            # A listening server may still be recovering ("the database system is starting
-            # up"): it answers once that is over.
+            if self.running_pid() is None:
+                raise InfraError(f"PostgreSQL exited during startup; see {self.log_file}")
+            # 2: no connection yet (not listening, or "the database system is starting up").
             if done.returncode != 2 or time.monotonic() > deadline:
                 raise InfraError(f"tuning FerretDB's PostgreSQL indexes failed:\n{done.stderr}")
             time.sleep(0.2)

@@ -7,10 +7,8 @@ from datetime import datetime, timedelta
 
 from fastapi import FastAPI
 from kefu_shared.audit import AUDIT_COLLECTION, AUDIT_INDEXES, AuditLog
-from kefu_shared.crypto import SealedStore
 from kefu_shared.envelope import utcnow
 from kefu_shared.http import create_http_app
-from kefu_shared.mongo import outbox_index
 from kefu_shared.retention import RetentionJob, RetentionRule
 from kefu_shared.runtime import build_runtime
 from kefu_shared.settings import load_settings
@@ -44,18 +42,10 @@ def create_app(
     # case queries open what they find with the same table.
     sealed = encryption.sealed_fields(settings.field_cipher())
 
-    def sealed_store(collection: str) -> SealedStore:
-        store = SealedStore(
-            runtime.db[collection], sealed[collection], on_events=runtime.relay.notify
-        )
-        runtime.relay.add_source(store)
-        runtime.indexes.append(outbox_index(collection))
-        return store
-
-    cases = sealed_store(mongo.CASES)
+    cases = runtime.document_store(mongo.CASES, sealed=sealed[mongo.CASES])
     deps = handlers.Deps(
         cases=cases,
-        orders=sealed_store(mongo.ORDERS),
+        orders=runtime.document_store(mongo.ORDERS, sealed=sealed[mongo.ORDERS]),
         claims=runtime.document_store(mongo.CLAIMS),
         inquiries=runtime.document_store(mongo.INQUIRIES),
         queries=mongo.CaseQueries(cases.collection, sealed[mongo.CASES].open),

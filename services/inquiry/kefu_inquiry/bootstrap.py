@@ -7,10 +7,8 @@ from datetime import datetime, timedelta
 
 from fastapi import FastAPI
 from kefu_shared.audit import AUDIT_COLLECTION, AuditLog
-from kefu_shared.crypto import SealedStore
 from kefu_shared.envelope import utcnow
 from kefu_shared.http import create_http_app
-from kefu_shared.mongo import outbox_index
 from kefu_shared.runtime import build_runtime
 from kefu_shared.settings import load_settings
 
@@ -35,11 +33,7 @@ def create_app(
     # Contacts sealed at rest (KEFU_DATA_KEYS): the store and the read side share the cipher.
     sealed = encryption.sealed_fields(settings.field_cipher())
     sla_due = mongo.sla_due_times(runtime.db)
-    inquiries = SealedStore(
-        runtime.db[mongo.INQUIRIES], sealed, on_events=runtime.relay.notify, due=sla_due
-    )
-    runtime.relay.add_source(inquiries)
-    runtime.indexes.append(outbox_index(mongo.INQUIRIES))
+    inquiries = runtime.document_store(mongo.INQUIRIES, sealed=sealed, due=sla_due)
     deps = handlers.Deps(
         inquiries=inquiries,
         customers=runtime.document_store(mongo.CUSTOMERS),

@@ -10,10 +10,8 @@ from zoneinfo import ZoneInfo
 
 from fastapi import FastAPI
 from kefu_shared import topics
-from kefu_shared.crypto import SealedStore
-from kefu_shared.documents import DueTimes
+from kefu_shared.documents import DueTimes, VersionedDocumentStore
 from kefu_shared.http import create_http_app
-from kefu_shared.mongo import outbox_index
 from kefu_shared.retention import RetentionJob, RetentionRule
 from kefu_shared.runtime import ServiceRuntime, build_runtime
 
@@ -126,13 +124,8 @@ def create_app(
     # stores seal on write and open on read; the delivery logs' projections leave them out.
     sealed = encryption.sealed_fields(settings.field_cipher())
 
-    def sealed_store(collection: str, due: DueTimes | None = None) -> SealedStore:
-        store = SealedStore(
-            runtime.db[collection], sealed[collection], on_events=runtime.relay.notify, due=due
-        )
-        runtime.relay.add_source(store)
-        runtime.indexes.append(outbox_index(collection))
-        return store
+    def sealed_store(collection: str, due: DueTimes | None = None) -> VersionedDocumentStore:
+        return runtime.document_store(collection, sealed=sealed[collection], due=due)
 
     delivery_due = delivery_due_times(runtime.db[DELIVERIES], runtime.db[DELIVERIES_DUE])
     deliveries = sealed_store(DELIVERIES, delivery_due)
@@ -230,7 +223,7 @@ def build_webhooks(
     poster: WebhookPoster | None,
     guard: TargetGuard | None,
     *,
-    webhook_deliveries: SealedStore,
+    webhook_deliveries: VersionedDocumentStore,
 ) -> WebhookDeps:
     """Webhook subscriptions: their stores, the fan-out consumers and the delivery loop."""
     subscriptions = runtime.document_store(SUBSCRIPTIONS)

@@ -8,10 +8,8 @@ from datetime import datetime, timedelta
 
 from fastapi import FastAPI
 from kefu_shared.audit import AUDIT_COLLECTION, AUDIT_INDEXES, AuditLog
-from kefu_shared.crypto import SealedStore
 from kefu_shared.envelope import utcnow
 from kefu_shared.http import create_http_app
-from kefu_shared.mongo import outbox_index
 from kefu_shared.retention import RetentionJob, RetentionRule
 from kefu_shared.runtime import build_runtime
 from kefu_shared.settings import load_settings
@@ -53,9 +51,7 @@ def create_app(
     # Contacts and addresses sealed at rest (KEFU_DATA_KEYS): the store seals on write and
     # opens on read; the read queries open what they find with the same table.
     sealed = encryption.sealed_fields(settings.field_cipher())[mongo.ORDERS]
-    orders = SealedStore(runtime.db[mongo.ORDERS], sealed, on_events=runtime.relay.notify)
-    runtime.relay.add_source(orders)
-    runtime.indexes.append(outbox_index(mongo.ORDERS))
+    orders = runtime.document_store(mongo.ORDERS, sealed=sealed)
     deps = Deps(
         orders=orders,
         timelines=runtime.document_store(mongo.TIMELINES),
