@@ -54,10 +54,12 @@ class ConsumerLagMonitor:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap, group_id=None, **self._options
         )
-        await admin.start()
-        await consumer.start()
         found: dict[tuple[str, str, int], int] = {}
+        # Started inside the try: a refused start (broker down, wrong password) still closes
+        # both, instead of leaking a client per failed measurement.
         try:
+            await admin.start()
+            await consumer.start()
             for group in sorted(set(self._groups())):
                 committed = await admin.list_consumer_group_offsets(group)
                 if not committed:

@@ -13,8 +13,8 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from kefu_local import paths
@@ -110,6 +110,21 @@ def new_cluster_id() -> str:
             return text
 
 
+def _properties_escape(value: str) -> str:
+    """A value as java.util.Properties reads it back: inline PEM (ssl.keystore.key) spans lines."""
+    return value.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+@dataclass(frozen=True)
+class KafkaListener:
+    """A client listener beside PLAINTEXT, e.g. SASL_SSL to try the services' security settings
+    on a real broker. PLAINTEXT stays: the readiness check and inter-broker traffic use it."""
+
+    name: str
+    port: int
+    protocol: str  # Kafka's security protocol: SSL, SASL_PLAINTEXT or SASL_SSL
+
+
 @dataclass(frozen=True)
 class KafkaNode:
     """One broker+controller process whose files live under state_dir."""
@@ -118,6 +133,14 @@ class KafkaNode:
     port: int
     controller_port: int
     host: str = "127.0.0.1"
+    extra_listeners: tuple[KafkaListener, ...] = ()
+    # Added to the generated server.properties, winning over it: the extra listeners' TLS
+    # and SASL settings (`listener.name.<name>....`).
+    extra_properties: Mapping[str, str] = field(default_factory=dict, hash=False)
+    # `kafka-storage format --add-scram` values ('SCRAM-SHA-512=[name=u,password=p]'): KRaft
+    # keeps SCRAM users in its metadata log, so they are written when the storage is formatted
+    # (a state dir formatted before keeps the users it had).
+    scram_users: tuple[str, ...] = ()
 
     @property
     def bootstrap(self) -> str:
@@ -160,17 +183,25 @@ class KafkaNode:
     def properties(self) -> dict[str, str]:
         ctl = f"{self.host}:{self.controller_port}"
         plain = f"{self.host}:{self.port}"
+        listeners = ",".join(
+            [f"PLAINTEXT://{plain}", f"CONTROLLER://{ctl}"]
+            + [f"{x.name}://{self.host}:{x.port}" for x in self.extra_listeners]
+        )
+        protocols = ",".join(
+            ["CONTROLLER:PLAINTEXT", "PLAINTEXT:PLAINTEXT"]
+            + [f"{x.name}:{x.protocol}" for x in self.extra_listeners]
+        )
         return {
             "process.roles": "broker,controller",
             "node.id": "1",
             # With `format --standalone` the voter set is written into the log; adding
             # controller.quorum.voters as well is a hard error in Kafka 4.1.
             "controller.quorum.bootstrap.servers": ctl,
-            "listeners": f"PLAINTEXT://{plain},CONTROLLER://{ctl}",
-            "advertised.listeners": f"PLAINTEXT://{plain},CONTROLLER://{ctl}",
+            "listeners": listeners,
+            "advertised.listeners": listeners,
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "listener.security.protocol.map": protocols,
             "log.dirs": str(self.data_dir),
             "num.partitions": "4",
             "auto.create.topics.enable": "true",
@@ -186,6 +217,7 @@ class KafkaNode:
             "group.initial.rebalance.delay.ms": "0",
             # A week of data at most, so a long-lived dev state dir does not grow forever.
             "log.retention.hours": "168",
+            **self.extra_properties,
         }
 
     def log4j_properties(self) -> str:
@@ -219,7 +251,9 @@ class KafkaNode:
     def write_config(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        body = "".join(f"{key}={value}\n" for key, value in self.properties().items())
+        body = "".join(
+            f"{key}={_properties_escape(value)}\n" for key, value in self.properties().items()
+        )
         self.config_file.write_text("# Written by kefu_local; rewritten on every start.\n" + body)
         self.log4j_file.write_text(self.log4j_properties())
 
@@ -262,6 +296,7 @@ class KafkaNode:
             "-c",
             str(self.config_file),
             "--ignore-formatted",
+            *(arg for user in self.scram_users for arg in ("--add-scram", user)),
         )
         result = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
         if result.returncode != 0:
