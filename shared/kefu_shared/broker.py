@@ -24,6 +24,7 @@ from kefu_shared.dead_letter import (
     dead_letter_middleware,
 )
 from kefu_shared.outbox import OutboxMessage
+from kefu_shared.producer_renewal import ProducerRenewal
 from kefu_shared.settings import KafkaSecuritySettings, load_settings
 from kefu_shared.topics import dead_letter_topic
 from kefu_shared.tracing import continue_trace
@@ -75,12 +76,16 @@ def make_broker(
     retry: RetryPolicy,
     topic_prefix: str = "",
     security: KafkaSecuritySettings | None = None,
+    renewal: ProducerRenewal | None = None,
+    request_timeout_ms: int = 40_000,
 ) -> KafkaBroker:
-    """A broker whose subscribers commit only after handling (or dead-lettering) a message.
+    """A broker whose subscribers commit only after handling (or dead-lettering) a message,
+    and whose producer is replaced when Kafka refuses its sequence (``ProducerRenewal``).
 
     ``security`` defaults to the ``KAFKA_*`` security variables of the environment.
     """
     security = security or kafka_security_from_environment()
+    renewal = renewal or ProducerRenewal(registry, service)
     dlq_topic = topic_prefix + dead_letter_topic(service)
     holder: dict[str, KafkaBroker] = {}
 
@@ -104,17 +109,20 @@ def make_broker(
         client_id=f"kefu-{service}",
         enable_idempotence=True,
         acks="all",
+        request_timeout_ms=request_timeout_ms,
         ack_policy=AckPolicy.NACK_ON_ERROR,
         # Outer to inner: the trace and the metrics span every retry of a message.
         middlewares=(
             KafkaTelemetryMiddleware(tracer_provider=tracer_provider),
             KafkaPrometheusMiddleware(registry=registry, app_name=f"kefu-{service}"),
             dead_letter_middleware(config),
+            renewal.middleware(),
         ),
         # FastStream logs through the root logger, i.e. as JSON with trace ids.
         logger=logging.getLogger("faststream"),
     )
     holder["broker"] = broker
+    renewal.bind(broker)
     return broker
 
 

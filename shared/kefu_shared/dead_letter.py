@@ -20,7 +20,14 @@ from types import TracebackType
 from typing import Any
 
 from aiokafka import ConsumerRecord
-from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaTimeoutError,
+    LeaderNotAvailableError,
+    NodeNotReadyError,
+    NotLeaderForPartitionError,
+    RequestTimedOutError,
+)
 from faststream import BaseMiddleware
 from faststream.message import StreamMessage
 from prometheus_client import CollectorRegistry, Counter
@@ -29,6 +36,7 @@ from pymongo.errors import AutoReconnect, ConnectionFailure, ServerSelectionTime
 
 from kefu_shared.correlation import current_correlation_id
 from kefu_shared.envelope import utcnow
+from kefu_shared.producer_renewal import PRODUCER_STATE_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +47,13 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     ServerSelectionTimeoutError,
     KafkaConnectionError,
     KafkaTimeoutError,
+    # A broker restarting: its partitions have no leader for a moment.
+    LeaderNotAvailableError,
+    NotLeaderForPartitionError,
+    NodeNotReadyError,
+    RequestTimedOutError,
+    # The producer is being replaced (producer_renewal); the retry publishes with the new one.
+    *PRODUCER_STATE_ERRORS,
 )
 
 

@@ -32,6 +32,7 @@ from kefu_shared.lag import ConsumerLagMonitor
 from kefu_shared.mongo import Document, IndexSpec, ensure_indexes, make_client, outbox_index, ping
 from kefu_shared.observability import instrument_pymongo, make_tracer_provider
 from kefu_shared.outbox import OutboxMetrics, OutboxRelay
+from kefu_shared.producer_renewal import ProducerRenewal
 from kefu_shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ class ServiceRuntime:
     db: AsyncDatabase[Document]
     relay: OutboxRelay
     retry: RetryPolicy
+    producer_renewal: ProducerRenewal
     indexes: list[IndexSpec] = field(default_factory=list)
     background: list[BackgroundTask] = field(default_factory=list)
     on_shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -142,6 +144,8 @@ class ServiceRuntime:
                 broker_ok = await self.broker.ping(timeout=2.0)
             except Exception:
                 broker_ok = False
+            # A producer Kafka refused and that could not be replaced publishes nothing.
+            broker_ok = broker_ok and self.producer_renewal.healthy
         store_ok = await ping(self.db)
         return {"kafka": broker_ok, "mongodb": store_ok, "started": self.started}
 
@@ -172,8 +176,10 @@ def build_runtime(
         initial_backoff=settings.retry_initial_backoff_seconds,
         max_backoff=settings.retry_max_backoff_seconds,
     )
+    renewal = ProducerRenewal(registry, name)
     broker = make_broker(
         service=name,
+        renewal=renewal,
         bootstrap_servers=settings.kafka_bootstrap_servers,
         registry=registry,
         tracer_provider=tracer_provider,
@@ -199,6 +205,7 @@ def build_runtime(
         db=db,
         relay=relay,
         retry=retry,
+        producer_renewal=renewal,
     )
 
 

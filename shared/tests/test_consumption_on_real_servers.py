@@ -6,6 +6,8 @@ import time
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+import pytest
+from aiokafka.errors import LeaderNotAvailableError, OutOfOrderSequenceNumber
 from faststream.kafka import KafkaBroker
 from kefu_shared.broker import subscriber_options
 from kefu_shared.dead_letter import RetryPolicy
@@ -163,8 +165,20 @@ async def test_a_handler_that_keeps_failing_is_dead_lettered_after_the_last_atte
     assert "negative amount" in dead.headers["x-dlq-reason"]
 
 
-async def test_a_store_outage_is_waited_out_not_dead_lettered(
-    kafka_bootstrap: str, broker_factory: Callable[..., KafkaBroker], unique: str
+@pytest.mark.parametrize(
+    "outage",
+    [
+        AutoReconnect("store restarting"),
+        LeaderNotAvailableError(),  # a publish while the broker restarts
+        OutOfOrderSequenceNumber(),  # a publish on a producer being renewed
+    ],
+    ids=type,
+)
+async def test_a_dependency_outage_is_waited_out_not_dead_lettered(
+    kafka_bootstrap: str,
+    broker_factory: Callable[..., KafkaBroker],
+    unique: str,
+    outage: Exception,
 ) -> None:
     topic = f"kefu.test.{unique}"
     service = f"k{unique}"
@@ -175,7 +189,7 @@ async def test_a_store_outage_is_waited_out_not_dead_lettered(
     async def needs_store(event: Envelope[PaymentReceived]) -> None:
         calls.append(event.id)
         if len(calls) <= 3:
-            raise AutoReconnect("store restarting")
+            raise outage
 
     async with broker:
         await broker.start()

@@ -55,13 +55,6 @@ def test_work_accepted_while_the_broker_is_away_is_counted(outage: OutageReport)
     assert len(broker.accepted) == SMALL.messages  # HTTP 202 while the broker was away
 
 
-@pytest.mark.xfail(
-    strict=False,  # intermittent: only when a publish is in flight as the broker goes away
-    reason="kernel bug (kefu_shared.broker, idempotent aiokafka producer): an outbox publish "
-    "cut off by the broker going away can leave a partition's producer sequence with a gap; "
-    "every later publish to it fails with OutOfOrderSequenceNumber for minutes (seen: 19 of "
-    "20 orders' events held back for more than 4 minutes) while /readyz says ready",
-)
 def test_no_work_accepted_while_the_broker_is_away_is_lost(outage: OutageReport) -> None:
     broker = outage.phase(f"kafka away {SMALL.outage_seconds:.0f}s")
     assert broker.lost == []
