@@ -122,12 +122,37 @@ def _build(binary: Path, log: Log) -> None:
 
 
 @dataclass(frozen=True)
+class FerretDBTLS:
+    """A TLS listener beside the plain one (which the readiness check keeps using). With a
+    ca_file FerretDB requires client certificates that chain to it (mutual TLS)."""
+
+    port: int
+    cert_file: Path
+    key_file: Path
+    ca_file: Path | None = None
+
+    def arguments(self, host: str) -> list[str]:
+        argv = [
+            "-listen-tls",
+            f"{host}:{self.port}",
+            "-listen-tls-cert-file",
+            str(self.cert_file),
+            "-listen-tls-key-file",
+            str(self.key_file),
+        ]
+        if self.ca_file is not None:
+            argv += ["-listen-tls-ca-file", str(self.ca_file)]
+        return argv
+
+
+@dataclass(frozen=True)
 class FerretDBNode:
     """One FerretDB process whose log (and SQLite files, on that backend) live under state_dir."""
 
     state_dir: Path
     port: int
     host: str = "127.0.0.1"
+    tls: FerretDBTLS | None = None
 
     @property
     def uri(self) -> str:
@@ -152,6 +177,8 @@ class FerretDBNode:
     def start(self, binary: Path, postgresql_url: str | None = None, log: Log = print) -> int:
         """Start on the PostgreSQL at postgresql_url, or without one on SQLite files."""
         argv = [str(binary), "-listen", f"{self.host}:{self.port}"]
+        if self.tls is not None:
+            argv += self.tls.arguments(self.host)
         if postgresql_url is not None:
             argv += ["-postgresql-url", postgresql_url]
             backend = "PostgreSQL"
@@ -160,5 +187,6 @@ class FerretDBNode:
             argv += ["-data", str(self.data_dir)]
             backend = "SQLite"
         pid = start_detached(argv, log_file=self.log_file, pid_file=self.pid_file)
-        log(f"started FerretDB {FERRETDB_VERSION} on {backend} (pid {pid}) on {self.uri}")
+        tls = f" and TLS {self.host}:{self.tls.port}" if self.tls is not None else ""
+        log(f"started FerretDB {FERRETDB_VERSION} on {backend} (pid {pid}) on {self.uri}{tls}")
         return pid
