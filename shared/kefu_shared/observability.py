@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from kefu_shared.correlation import current_correlation_id
+from kefu_shared.pii import mask_contacts_in_text
 
 
 def make_tracer_provider(
@@ -44,7 +45,12 @@ def instrument_pymongo(provider: TracerProvider) -> None:
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line, with the trace and correlation ids of the work being done."""
+    """One JSON object per line, with the trace and correlation ids of the work being done.
+
+    Contacts are masked in the message and the traceback whatever logged them (DOMAIN.md 6:
+    "in logs always"): a library's exception can quote a customer's input, e.g. pydantic's
+    ``input_value``.
+    """
 
     def __init__(self, service: str) -> None:
         super().__init__()
@@ -56,7 +62,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "service": self._service,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": mask_contacts_in_text(record.getMessage()),
         }
         span = trace.get_current_span().get_span_context()
         if span.is_valid:
@@ -66,7 +72,7 @@ class JsonFormatter(logging.Formatter):
         if correlation_id:
             entry["correlation_id"] = correlation_id
         if record.exc_info:
-            entry["error"] = self.formatException(record.exc_info)
+            entry["error"] = mask_contacts_in_text(self.formatException(record.exc_info))
         return json.dumps(entry, ensure_ascii=False)
 
 

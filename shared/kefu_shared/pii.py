@@ -69,3 +69,19 @@ def mask_address(address: str | None) -> str | None:
         head = text.split(" ", 1)[0]
         return f"{head} ****"
     return text[:3] + "****" if len(text) > 3 else "****"
+
+
+# Contacts inside free text (log lines, tracebacks): an e-mail address, or a phone number of
+# 10-15 digits (8-15 after a "+") in groups split by single spaces or dashes. Dates (8 digits),
+# offsets and counts are shorter; digits glued to letters or dashes (ids, UUIDs) or followed by a
+# colon (a date and its time) are not phones. A 13-digit international number that passes
+# Luhn reads as a card number: removed, which masks it too.
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_PHONE = re.compile(r"(?<![\w+-])(?:\+\d(?:[ -]?\d){7,14}|\d(?:[ -]?\d){9,14})(?![\w:-])")
+
+
+def mask_contacts_in_text(text: str) -> str:
+    """Card numbers removed, e-mail addresses and phone numbers masked, anywhere in ``text``."""
+    text = redact_card_numbers(text)
+    text = _EMAIL.sub(lambda m: mask_email(m.group(0)) or "", text)
+    return _PHONE.sub(lambda m: mask_phone(m.group(0)) or "", text)
