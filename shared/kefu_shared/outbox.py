@@ -10,9 +10,20 @@ So: at least once, never under two different ids.
 
 Order: one document's events go out oldest first, one relay pass per document at a time (a
 FIFO lock per document, shared by hand-offs and the sweep). Events of one topic and key (one
-partition) are published one after another, each confirmed before the next, and a failure
-stops that sequence, so a later event never overtakes an earlier one; different partitions
-have no order between them in Kafka, so they are published together.
+partition) are published in the document's order and a failure stops that sequence, so a later
+event never overtakes an earlier one; different partitions have no order between them in Kafka,
+so they are published together.
+
+Decision: with a ``send`` (the runtime gives one) a partition's sequence is handed to the
+producer whole, without waiting for each confirmation, and the confirmations are awaited
+afterwards: the producer puts the sequence into one or a few produce requests instead of one
+round trip per event (measured with ``bench --quick``: Kafka's CPU at the max went from 0.54
+to 0.21 of a core while the pipeline ran faster). The order holds because the producer is
+idempotent: aiokafka keeps one produce request per broker in flight and retries a failed
+batch, ahead of the later ones of its partition, until it succeeds (and a producer whose
+sequence Kafka refused is replaced, ``producer_renewal``). Only the events before the first
+unconfirmed one count as sent; the rest go out again after it on the next sweep (under their
+ids, which consumers deduplicate), never before it.
 """
 
 from __future__ import annotations
@@ -89,6 +100,10 @@ class OutboxMessage:
 
 
 Publish = Callable[[OutboxMessage], Awaitable[None]]
+"""Publish one message and return once the broker confirmed it."""
+
+Send = Callable[[OutboxMessage], Awaitable[Awaitable[object]]]
+"""Hand one message to the producer and return its confirmation, to be awaited later."""
 
 
 class OutboxMetrics:
@@ -152,9 +167,11 @@ class OutboxRelay:
         batch_size: int = 200,
         concurrency: int = 32,
         metrics: OutboxMetrics | None = None,
+        send: Send | None = None,
     ) -> None:
         self._sources = list(sources)
         self._publish = publish
+        self._send = send
         self._poll_seconds = poll_seconds
         # After a failed publish the sweep comes back this soon instead of a full poll later.
         self._retry_seconds = min(retry_seconds, poll_seconds)
@@ -299,19 +316,51 @@ class OutboxRelay:
         return count
 
     async def _publish_in_order(self, messages: list[OutboxMessage]) -> set[str]:
+        if self._send is not None:
+            return await self._send_in_order(messages, self._send)
         sent: set[str] = set()
         for message in messages:
             try:
                 await self._publish(message)
             except Exception:
-                log.warning("publishing %s to %s failed", message.id, message.topic, exc_info=True)
-                if self._metrics is not None:
-                    self._metrics.failures.inc()
-                self._failed = True
-                self._wake.set()  # a sleeping sweep retries the rest soon
+                self._publish_failed(message)
                 break  # keep the partition's order: the rest waits for the next sweep
-            sent.add(message.id)
-            self._confirmed[message.id] = None
-            if len(self._confirmed) > self._confirmed_limit:
-                self._confirmed.popitem(last=False)
+            self._confirm(sent, message)
         return sent
+
+    async def _send_in_order(self, messages: list[OutboxMessage], send: Send) -> set[str]:
+        """One partition's sequence handed to the producer in order, then its confirmations
+        awaited; what follows the first failure counts as unsent (the sweep sends it again)."""
+        confirmations: list[Awaitable[object]] = []
+        for message in messages:
+            try:
+                confirmations.append(await send(message))
+            except Exception:
+                self._publish_failed(message)
+                break
+        results = await asyncio.gather(*confirmations, return_exceptions=True)
+        sent: set[str] = set()
+        for message, result in zip(messages, results, strict=False):
+            if isinstance(result, BaseException):
+                self._publish_failed(message, result)
+                break
+            self._confirm(sent, message)
+        return sent
+
+    def _publish_failed(self, message: OutboxMessage, error: BaseException | None = None) -> None:
+        log.warning(
+            "publishing %s to %s failed",
+            message.id,
+            message.topic,
+            exc_info=error if error is not None else True,
+        )
+        if self._metrics is not None:
+            self._metrics.failures.inc()
+        self._failed = True
+        self._wake.set()  # a sleeping sweep retries the rest soon
+
+    def _confirm(self, sent: set[str], message: OutboxMessage) -> None:
+        sent.add(message.id)
+        self._confirmed[message.id] = None
+        if len(self._confirmed) > self._confirmed_limit:
+            self._confirmed.popitem(last=False)

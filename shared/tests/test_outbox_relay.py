@@ -79,3 +79,44 @@ async def test_an_event_confirmed_once_is_not_published_again_by_a_stale_snapsho
     await relay.idle()
     assert published == ["e1"]
     assert outbox.outbox == []
+
+
+async def test_a_partitions_events_are_handed_over_together_and_count_as_sent_once_confirmed() -> (
+    None
+):
+    import asyncio
+
+    outbox = MemoryOutbox([message(1, "a"), message(2, "a"), message(3, "b"), message(4, "a")])
+    handed: list[str] = []
+    confirmations: dict[str, asyncio.Future[None]] = {}
+
+    async def send(m: OutboxMessage) -> asyncio.Future[None]:
+        handed.append(m.id)
+        confirmations[m.id] = asyncio.get_running_loop().create_future()
+        return confirmations[m.id]
+
+    async def publish(m: OutboxMessage) -> None:
+        raise AssertionError("with a send, nothing is published one by one")
+
+    relay = OutboxRelay([outbox], publish, poll_seconds=3600, send=send)
+    relay.handoff(outbox, outbox.stored())
+    await asyncio.sleep(0.01)
+    # Every event of key "a" is with the producer before the first one is confirmed.
+    assert handed == ["e1", "e2", "e4", "e3"]
+    assert len(outbox.outbox) == 4
+    for event_id in ("e1", "e3", "e4"):
+        confirmations[event_id].set_result(None)
+    # e2 is refused: e4, confirmed after it, stays in the outbox and goes out again after e2.
+    confirmations["e2"].set_exception(ConnectionError("broker away"))
+    await relay.idle()
+    assert [m["id"] for m in outbox.outbox] == ["e2", "e4"]
+
+    handed.clear()
+    confirmations.clear()
+    sweep = asyncio.create_task(relay.relay_once())
+    await asyncio.sleep(0.01)
+    assert handed == ["e2", "e4"]
+    for future in confirmations.values():
+        future.set_result(None)
+    assert await sweep == 2
+    assert outbox.outbox == []
