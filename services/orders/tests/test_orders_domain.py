@@ -21,6 +21,7 @@ from kefu_shared.contracts.orders import (
     OrderLine,
 )
 from orders_testkit import ADDRESS, T0, line, order_body, step
+from pydantic import ValidationError
 
 RULES = Rules(
     couriers=tables.coverage_table(),
@@ -130,6 +131,12 @@ def test_an_overnight_shift_covers_the_small_hours_of_the_next_day() -> None:
     assert roster.on_duty(tuesday_small_hours) == "late"
     assert roster.on_duty(tuesday_late) is None
     assert roster.on_duty(T0) == "day"
+
+
+def test_a_shift_time_with_an_offset_of_its_own_is_refused() -> None:
+    shift = {"agent_id": "x", "start": "08:00+01:00", "end": "20:00"}
+    with pytest.raises(ValidationError, match="without an offset"):
+        DutyRoster.model_validate({"shifts": [shift]})
 
 
 # -- unpaid follow-up ----------------------------------------------------------------------------

@@ -742,6 +742,13 @@ async def test_bad_input_is_dead_lettered_with_its_reason_and_out_of_order_steps
         )
         assert bad_roster.status_code == 422
         assert "start" in bad_roster.text
+        # Found by schemathesis: a shift with an offset of its own was stored, and asking who
+        # is on duty then failed with 500.
+        offset_roster = {"shifts": [{"agent_id": "x", "start": "08:00", "end": "20:00+01:00"}]}
+        refused_offset = await client.put("/duty-roster", json=offset_roster)
+        assert refused_offset.status_code == 422
+        assert "end" in refused_offset.text
+        assert "offset" in refused_offset.text
         as_agent = auth_header(Role.AGENT, "agent-1")
         roster = {"shifts": [{"agent_id": "x", "start": "08:00", "end": "09:00"}]}
         assert (await client.put("/duty-roster", json=roster, headers=as_agent)).status_code == 403

@@ -39,6 +39,15 @@ class Shift(BaseModel):
             raise ValueError(f"days must be among {', '.join(WEEKDAYS)}; got {value}")
         return days
 
+    @field_validator("start", "end")
+    @classmethod
+    def _wall_clock(cls, value: time) -> time:
+        # A shift is wall-clock time in the roster's zone; an offset of its own would say two
+        # different things (and cannot be compared with the local time of day).
+        if value.tzinfo is not None:
+            raise ValueError("must be a time of day without an offset (the roster's timezone)")
+        return value
+
     def covers(self, local: datetime) -> bool:
         moment = local.time().replace(tzinfo=None)
         today = WEEKDAYS[local.weekday()]
