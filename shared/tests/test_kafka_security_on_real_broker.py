@@ -1,6 +1,8 @@
 """Kafka TLS and SASL against a real broker: the local runner's Kafka with a SASL_SSL listener
-(PLAIN and SCRAM-SHA-512, a certificate from a CA made here) carries the services' broker and
-the raw aiokafka clients, and refuses a wrong password or a client that does not trust it."""
+(PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512), an SSL listener requiring client certificates and a
+SASL_PLAINTEXT listener (certificates from a CA made here) carries the services' broker and the
+raw aiokafka clients, and refuses a wrong password, a client that does not trust it, and a
+client without a certificate where one is required."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -34,9 +36,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 # A profile and ports of its own (no other profile uses 2929x), below Linux's ephemeral range.
 PROFILE = "kafka-security"
-PLAIN_PORT, CONTROLLER_PORT, SECURE_PORT = 29292, 29293, 29294
-SECURE_BOOTSTRAP = f"127.0.0.1:{SECURE_PORT}"
+PLAIN_PORT, CONTROLLER_PORT, SASL_SSL_PORT, MTLS_PORT, SASL_PLAINTEXT_PORT = range(29292, 29297)
+SASL_SSL_BOOTSTRAP = f"127.0.0.1:{SASL_SSL_PORT}"
+MTLS_BOOTSTRAP = f"127.0.0.1:{MTLS_PORT}"
+SASL_PLAINTEXT_BOOTSTRAP = f"127.0.0.1:{SASL_PLAINTEXT_PORT}"
 USER, PASSWORD = "kefu-orders", "orders-secret-1"
+MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 START_TIMEOUT_SECONDS = 90.0
 # aiokafka gives up on an unreachable bootstrap list after one attempt per host.
 REFUSAL_SECONDS = 15.0
@@ -63,37 +68,86 @@ class SecureBroker:
             kafka_ssl_cafile=cafile or str(self.pki.ca_file),
         )
 
+    def client(self, listener: str) -> tuple[str, KafkaSecuritySettings]:
+        """The bootstrap address and the settings a service would use on one listener."""
+        if listener.startswith("SASL_SSL "):
+            mechanism = cast(KafkaSaslMechanism, listener.removeprefix("SASL_SSL "))
+            return SASL_SSL_BOOTSTRAP, self.security(mechanism)
+        if listener == "SSL with a client certificate":
+            return MTLS_BOOTSTRAP, KafkaSecuritySettings(
+                kafka_security_protocol="SSL",
+                kafka_ssl_cafile=str(self.pki.ca_file),
+                kafka_ssl_certfile=str(self.pki.client_cert_file),
+                kafka_ssl_keyfile=str(self.pki.client_key_file),
+            )
+        assert listener == "SASL_PLAINTEXT SCRAM-SHA-512", listener
+        return SASL_PLAINTEXT_BOOTSTRAP, KafkaSecuritySettings(
+            kafka_security_protocol="SASL_PLAINTEXT",
+            kafka_sasl_mechanism="SCRAM-SHA-512",
+            kafka_sasl_username=USER,
+            kafka_sasl_password=SecretStr(PASSWORD),
+        )
+
+
+def _sasl_properties(listener: str) -> dict[str, str]:
+    prefix = f"listener.name.{listener}."
+    return {
+        f"{prefix}sasl.enabled.mechanisms": ",".join(MECHANISMS),
+        f"{prefix}plain.sasl.jaas.config": (
+            "org.apache.kafka.common.security.plain.PlainLoginModule required "
+            f'user_{USER}="{PASSWORD}";'
+        ),
+        **{
+            f"{prefix}{mechanism.lower()}.sasl.jaas.config": (
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+            )
+            for mechanism in MECHANISMS[1:]
+        },
+    }
+
+
+def _tls_properties(listener: str, pki: Pki) -> dict[str, str]:
+    # PEM straight from `cryptography`, no keytool. Inline rather than a key store file: Kafka
+    # wants a file's key encrypted, and the JDK cannot read the PBES2 encryption
+    # `cryptography` writes ("PBES2 SecretKeyFactory not available").
+    prefix = f"listener.name.{listener}."
+    return {
+        f"{prefix}ssl.keystore.type": "PEM",
+        f"{prefix}ssl.keystore.key": pki.server_key_file.read_text(),
+        f"{prefix}ssl.keystore.certificate.chain": pki.server_cert_file.read_text(),
+    }
+
 
 def secure_node(pki: Pki) -> kafka.KafkaNode:
-    listener = "listener.name.sasl_ssl."
+    """One broker, three secured listeners beside the runner's PLAINTEXT one."""
     return kafka.KafkaNode(
         paths.default_state_dir(PROFILE),
         port=PLAIN_PORT,
         controller_port=CONTROLLER_PORT,
-        extra_listeners=(kafka.KafkaListener("SASL_SSL", SECURE_PORT, "SASL_SSL"),),
+        extra_listeners=(
+            kafka.KafkaListener("SASL_SSL", SASL_SSL_PORT, "SASL_SSL"),
+            kafka.KafkaListener("MTLS", MTLS_PORT, "SSL"),
+            kafka.KafkaListener("SASL_PLAINTEXT", SASL_PLAINTEXT_PORT, "SASL_PLAINTEXT"),
+        ),
         extra_properties={
-            f"{listener}sasl.enabled.mechanisms": "PLAIN,SCRAM-SHA-512",
-            f"{listener}plain.sasl.jaas.config": (
-                "org.apache.kafka.common.security.plain.PlainLoginModule required "
-                f'user_{USER}="{PASSWORD}";'
-            ),
-            f"{listener}scram-sha-512.sasl.jaas.config": (
-                "org.apache.kafka.common.security.scram.ScramLoginModule required;"
-            ),
-            # PEM straight from `cryptography`, no keytool. Inline rather than a key store
-            # file: Kafka wants a file's key encrypted, and the JDK cannot read the PBES2
-            # encryption `cryptography` writes ("PBES2 SecretKeyFactory not available").
-            f"{listener}ssl.keystore.type": "PEM",
-            f"{listener}ssl.keystore.key": pki.server_key_file.read_text(),
-            f"{listener}ssl.keystore.certificate.chain": pki.server_cert_file.read_text(),
+            **_sasl_properties("sasl_ssl"),
+            **_tls_properties("sasl_ssl", pki),
+            **_tls_properties("mtls", pki),
+            # Client certificates signed by the test CA, and no connection without one.
+            "listener.name.mtls.ssl.client.auth": "required",
+            "listener.name.mtls.ssl.truststore.type": "PEM",
+            "listener.name.mtls.ssl.truststore.certificates": pki.ca_file.read_text(),
+            **_sasl_properties("sasl_plaintext"),
         },
-        scram_users=(f"SCRAM-SHA-512=[name={USER},password={PASSWORD}]",),
+        scram_users=tuple(
+            f"{mechanism}=[name={USER},password={PASSWORD}]" for mechanism in MECHANISMS[1:]
+        ),
     )
 
 
 async def _answers(options: dict[str, Any]) -> bool:
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=SECURE_BOOTSTRAP, request_timeout_ms=5000, **options
+        bootstrap_servers=SASL_SSL_BOOTSTRAP, request_timeout_ms=5000, **options
     )
     try:
         await admin.start()
@@ -115,9 +169,9 @@ async def secure_broker() -> AsyncIterator[SecureBroker]:
     # Formatted afresh every time: SCRAM users are written at format time, and the
     # certificates are new.
     shutil.rmtree(node.home, ignore_errors=True)
-    for port in (PLAIN_PORT, CONTROLLER_PORT, SECURE_PORT):
+    for port in range(PLAIN_PORT, SASL_PLAINTEXT_PORT + 1):
         if port_open("127.0.0.1", port, timeout=0.3):
-            raise InfraError(f"port {port} is taken: the SASL_SSL test broker needs it")
+            raise InfraError(f"port {port} is taken: the secured test broker needs it")
     jars = kafka.ensure_jars()
     pid = await asyncio.to_thread(node.start, jars)
     broker = SecureBroker(node, pki)
@@ -127,7 +181,7 @@ async def secure_broker() -> AsyncIterator[SecureBroker]:
         while not await _answers(options):
             if node.running_pid() is None or time.monotonic() > deadline:
                 raise InfraError(
-                    "the SASL_SSL broker did not answer; last log lines:\n"
+                    "the secured broker did not answer; last log lines:\n"
                     + tail(node.log_file)
                     + "\n"
                     + tail(node.console_file, 15)
@@ -138,10 +192,12 @@ async def secure_broker() -> AsyncIterator[SecureBroker]:
         await asyncio.to_thread(stop, [pid])
 
 
-def new_broker(security: KafkaSecuritySettings) -> KafkaBroker:
+def new_broker(
+    security: KafkaSecuritySettings, bootstrap_servers: str = SASL_SSL_BOOTSTRAP
+) -> KafkaBroker:
     return make_broker(
         service="securitycheck",
-        bootstrap_servers=SECURE_BOOTSTRAP,
+        bootstrap_servers=bootstrap_servers,
         registry=CollectorRegistry(),
         tracer_provider=make_tracer_provider("securitycheck"),
         retry=RetryPolicy(attempts=2, initial_backoff=0.1, max_backoff=0.2),
@@ -149,12 +205,20 @@ def new_broker(security: KafkaSecuritySettings) -> KafkaBroker:
     )
 
 
-@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-512"])
-async def test_the_services_broker_publishes_and_consumes_over_sasl_ssl(
-    secure_broker: SecureBroker, mechanism: KafkaSaslMechanism
+@pytest.mark.parametrize(
+    "listener",
+    [
+        *(f"SASL_SSL {mechanism}" for mechanism in MECHANISMS),
+        "SSL with a client certificate",
+        "SASL_PLAINTEXT SCRAM-SHA-512",
+    ],
+)
+async def test_the_services_broker_publishes_and_consumes_over_each_secured_listener(
+    secure_broker: SecureBroker, listener: str
 ) -> None:
-    topic = f"kefu.security.{mechanism.lower()}.{uuid.uuid4().hex[:8]}"
-    broker = new_broker(secure_broker.security(mechanism))
+    bootstrap, security = secure_broker.client(listener)
+    topic = f"kefu.security.{uuid.uuid4().hex[:8]}"
+    broker = new_broker(security, bootstrap)
     received: asyncio.Queue[bytes] = asyncio.Queue()
 
     async def on_message(body: bytes) -> None:
@@ -163,8 +227,8 @@ async def test_the_services_broker_publishes_and_consumes_over_sasl_ssl(
     broker.subscriber(topic, **subscriber_options("securitycheck", f"g-{topic}"))(on_message)
     async with broker:
         await broker.start()
-        await broker.publish(b"over TLS and SASL", topic=topic, key=b"k")
-        assert await asyncio.wait_for(received.get(), 30) == b"over TLS and SASL"
+        await broker.publish(listener.encode(), topic=topic, key=b"k")
+        assert await asyncio.wait_for(received.get(), 30) == listener.encode()
 
 
 async def test_the_lag_monitor_and_raw_clients_work_over_sasl_ssl(
@@ -172,14 +236,14 @@ async def test_the_lag_monitor_and_raw_clients_work_over_sasl_ssl(
 ) -> None:
     options = aiokafka_security_options(secure_broker.security())
     topic, group = f"kefu.security.lag.{uuid.uuid4().hex[:8]}", f"g-lag-{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=SECURE_BOOTSTRAP, **options)
+    admin = AIOKafkaAdminClient(bootstrap_servers=SASL_SSL_BOOTSTRAP, **options)
     await admin.start()
     try:
         await admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
         assert topic in await admin.list_topics()
     finally:
         await admin.close()
-    producer = AIOKafkaProducer(bootstrap_servers=SECURE_BOOTSTRAP, acks="all", **options)
+    producer = AIOKafkaProducer(bootstrap_servers=SASL_SSL_BOOTSTRAP, acks="all", **options)
     await producer.start()
     try:
         for i in range(5):
@@ -188,7 +252,7 @@ async def test_the_lag_monitor_and_raw_clients_work_over_sasl_ssl(
         await producer.stop()
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=SECURE_BOOTSTRAP,
+        bootstrap_servers=SASL_SSL_BOOTSTRAP,
         group_id=group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -203,7 +267,7 @@ async def test_the_lag_monitor_and_raw_clients_work_over_sasl_ssl(
         await consumer.stop()
 
     monitor = ConsumerLagMonitor(
-        bootstrap_servers=SECURE_BOOTSTRAP,
+        bootstrap_servers=SASL_SSL_BOOTSTRAP,
         groups=lambda: [group],
         registry=CollectorRegistry(),
         service="securitycheck",
@@ -212,7 +276,7 @@ async def test_the_lag_monitor_and_raw_clients_work_over_sasl_ssl(
     assert await monitor.measure_once() == {(group, topic, 0): 3}
 
 
-@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-512"])
+@pytest.mark.parametrize("mechanism", MECHANISMS)
 async def test_a_wrong_password_is_refused_at_start_with_the_reason_logged(
     secure_broker: SecureBroker, mechanism: KafkaSaslMechanism, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -236,7 +300,7 @@ async def test_a_client_that_does_not_trust_the_brokers_ca_is_refused(
     assert "CERTIFICATE_VERIFY_FAILED" in caplog.text, caplog.text
     # The lag monitor's raw clients refuse it the same way.
     monitor = ConsumerLagMonitor(
-        bootstrap_servers=SECURE_BOOTSTRAP,
+        bootstrap_servers=SASL_SSL_BOOTSTRAP,
         groups=lambda: ["any"],
         registry=CollectorRegistry(),
         service="securitycheck",
@@ -244,3 +308,29 @@ async def test_a_client_that_does_not_trust_the_brokers_ca_is_refused(
     )
     with pytest.raises(KafkaConnectionError):
         await asyncio.wait_for(monitor.measure_once(), REFUSAL_SECONDS)
+
+
+async def test_a_client_without_a_certificate_is_refused_where_one_is_required(
+    secure_broker: SecureBroker,
+) -> None:
+    bootstrap, security = secure_broker.client("SSL with a client certificate")
+    anonymous = security.model_copy(update={"kafka_ssl_certfile": "", "kafka_ssl_keyfile": ""})
+    broker = new_broker(anonymous, bootstrap)
+    log_file = secure_broker.node.log_file
+    seen = log_file.stat().st_size
+    started = time.monotonic()
+    # Under TLS 1.3 the client's handshake completes before the broker checks for its
+    # certificate, so aiokafka only sees the connection closed; the broker says why.
+    with pytest.raises(KafkaConnectionError):
+        async with broker:
+            await asyncio.wait_for(broker.start(), REFUSAL_SECONDS)
+    assert time.monotonic() - started < REFUSAL_SECONDS
+    refusal, lines = f"127.0.0.1:{MTLS_PORT}-", list[str]()
+    while time.monotonic() - started < REFUSAL_SECONDS:
+        with log_file.open("rb") as log:
+            log.seek(seen)
+            lines = log.read().decode(errors="replace").splitlines()
+        if any(refusal in line and "SSL handshake failed" in line for line in lines):
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"the broker logged no failed handshake on {MTLS_PORT}: {lines[-5:]}")
