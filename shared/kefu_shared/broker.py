@@ -33,7 +33,8 @@ _SASL = {"PLAIN": SASLPlaintext, "SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512":
 
 
 def kafka_security_from_environment() -> KafkaSecuritySettings:
-    """The ``KAFKA_SECURITY_PROTOCOL``... variables; a bad combination exits naming them."""
+    """The ``KAFKA_SECURITY_PROTOCOL``... variables alone, for a process without
+    ``ServiceSettings`` (which carry them); a bad combination exits naming them."""
     return load_settings(KafkaSecuritySettings)
 
 
@@ -82,9 +83,9 @@ def make_broker(
     """A broker whose subscribers commit only after handling (or dead-lettering) a message,
     and whose producer is replaced when Kafka refuses its sequence (``ProducerRenewal``).
 
-    ``security`` defaults to the ``KAFKA_*`` security variables of the environment.
+    ``security`` is the service's settings (``ServiceSettings`` carry the ``KAFKA_*``
+    security variables); None connects in plaintext.
     """
-    security = security or kafka_security_from_environment()
     renewal = renewal or ProducerRenewal(registry, service)
     dlq_topic = topic_prefix + dead_letter_topic(service)
     holder: dict[str, KafkaBroker] = {}
@@ -105,7 +106,7 @@ def make_broker(
     )
     broker = KafkaBroker(
         bootstrap_servers,
-        security=kafka_security(security),
+        security=kafka_security(security) if security is not None else None,
         client_id=f"kefu-{service}",
         enable_idempotence=True,
         acks="all",

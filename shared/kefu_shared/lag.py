@@ -16,8 +16,6 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import CollectorRegistry, Gauge
 
-from kefu_shared.broker import aiokafka_security_options, kafka_security_from_environment
-
 log = logging.getLogger(__name__)
 
 
@@ -33,12 +31,9 @@ class ConsumerLagMonitor:
         client_options: Mapping[str, Any] | None = None,
     ) -> None:
         self._bootstrap = bootstrap_servers
-        # TLS/SASL like the broker's (by default from the same KAFKA_* variables).
-        self._options = dict(
-            client_options
-            if client_options is not None
-            else aiokafka_security_options(kafka_security_from_environment())
-        )
+        # TLS/SASL like the broker's: ``aiokafka_security_options`` of the service's settings
+        # (the runtime passes them); none connects in plaintext.
+        self._options = dict(client_options or {})
         self._groups = groups
         self._interval = interval_seconds
         self._service = service

@@ -24,7 +24,12 @@ from prometheus_client import (
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
-from kefu_shared.broker import make_broker, publish_outbox_message, subscriber_options
+from kefu_shared.broker import (
+    aiokafka_security_options,
+    make_broker,
+    publish_outbox_message,
+    subscriber_options,
+)
 from kefu_shared.crypto import SealedFields, SealedStore
 from kefu_shared.dead_letter import RetryPolicy
 from kefu_shared.documents import VersionedDocumentStore
@@ -99,18 +104,23 @@ class ServiceRuntime:
         self.indexes.append(outbox_index(collection))
         return store
 
-    async def start(self, *, timeout: float = 120.0) -> None:
-        """Wait for the store and the broker, then start consuming and the background loops."""
-        await _until_ready("MongoDB", lambda: ensure_indexes(self.db, self.indexes), timeout)
-        await _until_ready("Kafka", self.broker.start, timeout)
-        self._tasks.append(asyncio.create_task(self.relay.run(), name=f"{self.name}-outbox"))
-        lag = ConsumerLagMonitor(
+    def lag_monitor(self) -> ConsumerLagMonitor:
+        """Measures the lag of the service's groups, connecting like its broker (TLS/SASL)."""
+        return ConsumerLagMonitor(
             bootstrap_servers=self.settings.kafka_bootstrap_servers,
             groups=self.consumer_groups,
             registry=self.registry,
             service=self.name,
             interval_seconds=self.settings.lag_interval_seconds,
+            client_options=aiokafka_security_options(self.settings),
         )
+
+    async def start(self, *, timeout: float = 120.0) -> None:
+        """Wait for the store and the broker, then start consuming and the background loops."""
+        await _until_ready("MongoDB", lambda: ensure_indexes(self.db, self.indexes), timeout)
+        await _until_ready("Kafka", self.broker.start, timeout)
+        self._tasks.append(asyncio.create_task(self.relay.run(), name=f"{self.name}-outbox"))
+        lag = self.lag_monitor()
         self._tasks.append(asyncio.create_task(_supervised(f"{self.name}-lag", lag.run)))
         for task in self.background:
             name = f"{self.name}-{task.__name__}"
@@ -186,6 +196,7 @@ def build_runtime(
         tracer_provider=tracer_provider,
         retry=retry,
         topic_prefix=settings.topic_prefix,
+        security=settings,
     )
     mongo = make_client(settings.mongodb_uri, app_name=f"kefu-{name}")
     db = mongo[settings.mongodb_database or f"kefu_{name}"]

@@ -18,9 +18,98 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from kefu_shared.auth import KeyRing
 from kefu_shared.crypto import FieldCipher
 
+KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+KafkaSaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
-class ServiceSettings(BaseSettings):
-    """Settings every kefu service has. Subclass with ``env_prefix="KEFU_<SERVICE>_"``."""
+
+class KafkaSecuritySettings(BaseSettings):
+    """How a kefu process reaches Kafka: TLS and SASL (``kefu_shared.broker`` applies it).
+
+    Unprefixed ``KAFKA_*`` variables, like ``KAFKA_BOOTSTRAP_SERVERS``: the cluster's security
+    is the platform's, the same for every service. ``ServiceSettings`` is one of these, so a
+    service's composition root hands its settings to the broker and the lag monitor; a bad
+    combination stops the service at start naming the variable.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)
+
+    # The aliases keep the names unprefixed in ServiceSettings' subclasses (KEFU_<SVC>_...).
+    kafka_security_protocol: KafkaSecurityProtocol = Field(
+        default="PLAINTEXT",
+        validation_alias=AliasChoices("KAFKA_SECURITY_PROTOCOL", "kafka_security_protocol"),
+        description="PLAINTEXT, SSL (TLS), SASL_PLAINTEXT or SASL_SSL.",
+    )
+    kafka_sasl_mechanism: KafkaSaslMechanism = Field(
+        default="SCRAM-SHA-512",
+        validation_alias=AliasChoices("KAFKA_SASL_MECHANISM", "kafka_sasl_mechanism"),
+        description="With SASL_*: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.",
+    )
+    kafka_sasl_username: str = Field(
+        default="",
+        validation_alias=AliasChoices("KAFKA_SASL_USERNAME", "kafka_sasl_username"),
+    )
+    kafka_sasl_password: SecretStr = Field(
+        default=SecretStr(""),
+        validation_alias=AliasChoices("KAFKA_SASL_PASSWORD", "kafka_sasl_password"),
+    )
+    kafka_ssl_cafile: str = Field(
+        default="",
+        validation_alias=AliasChoices("KAFKA_SSL_CAFILE", "kafka_ssl_cafile"),
+        description="CA bundle (PEM) that signed the brokers' certificates; "
+        "empty trusts the system's CAs.",
+    )
+    kafka_ssl_certfile: str = Field(
+        default="",
+        validation_alias=AliasChoices("KAFKA_SSL_CERTFILE", "kafka_ssl_certfile"),
+        description="Client certificate (PEM), mTLS.",
+    )
+    kafka_ssl_keyfile: str = Field(
+        default="",
+        validation_alias=AliasChoices("KAFKA_SSL_KEYFILE", "kafka_ssl_keyfile"),
+        description="Its private key (PEM).",
+    )
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.kafka_security_protocol.startswith("SASL_")
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.kafka_security_protocol in ("SSL", "SASL_SSL")
+
+    @model_validator(mode="after")
+    def _complete(self) -> Self:
+        protocol = self.kafka_security_protocol
+        if self.uses_sasl:
+            if not self.kafka_sasl_username:
+                raise ValueError(
+                    f"KAFKA_SASL_USERNAME is required with KAFKA_SECURITY_PROTOCOL={protocol}"
+                )
+            if not self.kafka_sasl_password.get_secret_value():
+                raise ValueError(
+                    f"KAFKA_SASL_PASSWORD is required with KAFKA_SECURITY_PROTOCOL={protocol} "
+                    f"(mechanism {self.kafka_sasl_mechanism})"
+                )
+        for name, value in (
+            ("KAFKA_SSL_CAFILE", self.kafka_ssl_cafile),
+            ("KAFKA_SSL_CERTFILE", self.kafka_ssl_certfile),
+            ("KAFKA_SSL_KEYFILE", self.kafka_ssl_keyfile),
+        ):
+            if value and not self.uses_tls:
+                raise ValueError(f"{name} is set but KAFKA_SECURITY_PROTOCOL={protocol} has no TLS")
+            if value and not Path(value).is_file():
+                raise ValueError(f"{name}: no file {value}")
+        if self.kafka_ssl_keyfile and not self.kafka_ssl_certfile:
+            raise ValueError("KAFKA_SSL_KEYFILE needs KAFKA_SSL_CERTFILE (the client certificate)")
+        return self
+
+
+class ServiceSettings(KafkaSecuritySettings):
+    """Settings every kefu service has. Subclass with ``env_prefix="KEFU_<SERVICE>_"``.
+
+    Includes the Kafka security (``KAFKA_SECURITY_PROTOCOL``...): pass the settings as the
+    ``security`` of ``make_broker`` and to ``aiokafka_security_options``.
+    """
 
     model_config = SettingsConfigDict(env_prefix="KEFU_", extra="ignore", frozen=True)
 
@@ -112,73 +201,6 @@ class ServiceSettings(BaseSettings):
     def topic(self, name: str) -> str:
         """The full name of one of the topics in ``kefu_shared.topics``."""
         return f"{self.topic_prefix}{name}"
-
-
-KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
-KafkaSaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
-
-
-class KafkaSecuritySettings(BaseSettings):
-    """How every kefu process reaches Kafka: TLS and SASL (``kefu_shared.broker`` applies it).
-
-    Unprefixed ``KAFKA_*`` variables, like ``KAFKA_BOOTSTRAP_SERVERS``: the cluster's security
-    is the platform's, the same for every service. Kept out of ``ServiceSettings`` because the
-    composition root cannot hand them to the broker yet (see docs/security.md 9); the broker
-    and the lag monitor read them from the environment, and a bad combination stops the
-    service at start naming the variable.
-    """
-
-    model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)
-
-    kafka_security_protocol: KafkaSecurityProtocol = Field(
-        default="PLAINTEXT", description="PLAINTEXT, SSL (TLS), SASL_PLAINTEXT or SASL_SSL."
-    )
-    kafka_sasl_mechanism: KafkaSaslMechanism = Field(
-        default="SCRAM-SHA-512", description="With SASL_*: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512."
-    )
-    kafka_sasl_username: str = ""
-    kafka_sasl_password: SecretStr = SecretStr("")
-    kafka_ssl_cafile: str = Field(
-        default="",
-        description="CA bundle (PEM) that signed the brokers' certificates; "
-        "empty trusts the system's CAs.",
-    )
-    kafka_ssl_certfile: str = Field(default="", description="Client certificate (PEM), mTLS.")
-    kafka_ssl_keyfile: str = Field(default="", description="Its private key (PEM).")
-
-    @property
-    def uses_sasl(self) -> bool:
-        return self.kafka_security_protocol.startswith("SASL_")
-
-    @property
-    def uses_tls(self) -> bool:
-        return self.kafka_security_protocol in ("SSL", "SASL_SSL")
-
-    @model_validator(mode="after")
-    def _complete(self) -> Self:
-        protocol = self.kafka_security_protocol
-        if self.uses_sasl:
-            if not self.kafka_sasl_username:
-                raise ValueError(
-                    f"KAFKA_SASL_USERNAME is required with KAFKA_SECURITY_PROTOCOL={protocol}"
-                )
-            if not self.kafka_sasl_password.get_secret_value():
-                raise ValueError(
-                    f"KAFKA_SASL_PASSWORD is required with KAFKA_SECURITY_PROTOCOL={protocol} "
-                    f"(mechanism {self.kafka_sasl_mechanism})"
-                )
-        for name, value in (
-            ("KAFKA_SSL_CAFILE", self.kafka_ssl_cafile),
-            ("KAFKA_SSL_CERTFILE", self.kafka_ssl_certfile),
-            ("KAFKA_SSL_KEYFILE", self.kafka_ssl_keyfile),
-        ):
-            if value and not self.uses_tls:
-                raise ValueError(f"{name} is set but KAFKA_SECURITY_PROTOCOL={protocol} has no TLS")
-            if value and not Path(value).is_file():
-                raise ValueError(f"{name}: no file {value}")
-        if self.kafka_ssl_keyfile and not self.kafka_ssl_certfile:
-            raise ValueError("KAFKA_SSL_KEYFILE needs KAFKA_SSL_CERTFILE (the client certificate)")
-        return self
 
 
 S = TypeVar("S", bound=BaseSettings)

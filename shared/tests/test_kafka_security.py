@@ -1,6 +1,6 @@
-"""Kafka TLS and SASL: from the KAFKA_* variables to FastStream's security object and the same
-keyword arguments for raw aiokafka clients; incomplete settings stop start-up naming the
-variable."""
+"""Kafka TLS and SASL: from the KAFKA_* variables, through a service's settings and its
+composition root, to FastStream's security object and the same keyword arguments for raw
+aiokafka clients; incomplete settings stop start-up naming the variable."""
 
 from __future__ import annotations
 
@@ -23,8 +23,15 @@ from kefu_shared.broker import (
 from kefu_shared.dead_letter import RetryPolicy
 from kefu_shared.lag import ConsumerLagMonitor
 from kefu_shared.observability import make_tracer_provider
-from kefu_shared.settings import KafkaSecuritySettings, SettingsError
+from kefu_shared.runtime import build_runtime
+from kefu_shared.settings import (
+    KafkaSecuritySettings,
+    ServiceSettings,
+    SettingsError,
+    load_settings,
+)
 from prometheus_client import CollectorRegistry
+from pydantic_settings import SettingsConfigDict
 
 ENV = (
     "KAFKA_SECURITY_PROTOCOL",
@@ -137,7 +144,7 @@ def test_sasl_without_tls_sends_no_tls_options() -> None:
         kafka_security_protocol="SASL_PLAINTEXT",
         kafka_sasl_mechanism="SCRAM-SHA-256",
         kafka_sasl_username="u",
-        kafka_sasl_password="p",  # type: ignore[arg-type]
+        kafka_sasl_password="p",
     )
     options = aiokafka_security_options(config)
     assert options["security_protocol"] == "SASL_PLAINTEXT"
@@ -178,40 +185,92 @@ def test_incomplete_security_stops_start_up_naming_the_variable(
     assert named in capsys.readouterr().err
 
 
-def test_the_broker_and_the_lag_monitor_take_the_security_from_the_environment(
+class DemoSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="KEFU_DEMO_", extra="ignore", frozen=True)
+
+
+def _service_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "kafka:9093")
+    monkeypatch.setenv("MONGODB_URI", "mongodb://127.0.0.1:1")
+    monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("KAFKA_SASL_MECHANISM", "SCRAM-SHA-256")
+    monkeypatch.setenv("KAFKA_SASL_USERNAME", "kefu-demo")
+    monkeypatch.setenv("KAFKA_SASL_PASSWORD", "pw")
+
+
+async def test_a_services_settings_carry_the_security_into_its_broker_and_lag_monitor(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
-    monkeypatch.setenv("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
-    monkeypatch.setenv("KAFKA_SASL_USERNAME", "kefu-notifier")
-    monkeypatch.setenv("KAFKA_SASL_PASSWORD", "pw")
+    _service_environment(monkeypatch)
+    settings = load_settings(DemoSettings)
+    assert settings.kafka_sasl_username == "kefu-demo"
+    assert "pw" not in repr(settings)
+    # From here on only the settings object speaks: the environment says plaintext.
+    for name in ENV:
+        monkeypatch.delenv(name, raising=False)
+    assert aiokafka_security_options(kafka_security_from_environment()) == {}
+    runtime = build_runtime("demo", settings)
+    try:
+        assert type(runtime.broker.specification.security) is SASLScram256
+        consumers = runtime.broker.config.broker_config.builder.keywords  # what consumers use
+        assert consumers["security_protocol"] == "SASL_SSL"
+        assert consumers["sasl_mechanism"] == "SCRAM-SHA-256"
+        assert consumers["sasl_plain_username"] == "kefu-demo"
+        assert isinstance(consumers["ssl_context"], ssl.SSLContext)
+        options = runtime.lag_monitor()._options
+        assert options["security_protocol"] == "SASL_SSL"
+        assert options["sasl_mechanism"] == "SCRAM-SHA-256"
+        assert options["sasl_plain_username"] == "kefu-demo"
+        assert options["sasl_plain_password"] == "pw"
+        assert isinstance(options["ssl_context"], ssl.SSLContext)
+    finally:
+        await runtime.mongo.close()
+
+
+def test_without_settings_the_broker_and_the_lag_monitor_connect_in_plaintext(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _service_environment(monkeypatch)  # read by ServiceSettings only, not by these two
     broker = make_broker(
-        service="notifier",
+        service="demo",
         bootstrap_servers="kafka:9093",
         registry=CollectorRegistry(),
-        tracer_provider=make_tracer_provider("notifier"),
+        tracer_provider=make_tracer_provider("demo"),
         retry=RetryPolicy(attempts=1, initial_backoff=0.1, max_backoff=0.1),
     )
-    assert type(broker.specification.security) is SASLScram512  # as AsyncAPI documents it
-    consumers = broker.config.broker_config.builder.keywords  # what its consumers connect with
-    assert consumers["security_protocol"] == "SASL_SSL"
-    assert consumers["sasl_mechanism"] == "SCRAM-SHA-512"
-    assert consumers["sasl_plain_username"] == "kefu-notifier"
+    assert broker.specification.security is None
+    assert "sasl_mechanism" not in broker.config.broker_config.builder.keywords
     monitor = ConsumerLagMonitor(
-        bootstrap_servers="kafka:9093",
-        groups=list,
-        registry=CollectorRegistry(),
-        service="notifier",
+        bootstrap_servers="kafka:9093", groups=list, registry=CollectorRegistry(), service="demo"
     )
-    assert monitor._options["security_protocol"] == "SASL_SSL"
-    assert monitor._options["sasl_plain_username"] == "kefu-notifier"
+    assert monitor._options == {}
 
-    monkeypatch.setenv("KAFKA_SASL_PASSWORD", "")
-    with pytest.raises(SettingsError, match="KAFKA_SASL_PASSWORD"):
-        make_broker(
-            service="notifier",
-            bootstrap_servers="kafka:9093",
-            registry=CollectorRegistry(),
-            tracer_provider=make_tracer_provider("notifier"),
-            retry=RetryPolicy(attempts=1, initial_backoff=0.1, max_backoff=0.1),
-        )
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"KAFKA_SASL_PASSWORD": ""}, "KAFKA_SASL_PASSWORD"),
+        ({"KAFKA_SASL_MECHANISM": "GSSAPI"}, "KAFKA_SASL_MECHANISM"),
+        ({"KAFKA_SSL_CAFILE": "/nope/ca.pem"}, "KAFKA_SSL_CAFILE"),
+    ],
+)
+def test_a_services_settings_refuse_incomplete_security_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    env: dict[str, str],
+    named: str,
+) -> None:
+    _service_environment(monkeypatch)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError, match=named):
+        load_settings(DemoSettings)
+    assert named in capsys.readouterr().err
+
+
+def test_a_services_prefix_does_not_rename_the_kafka_security_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _service_environment(monkeypatch)
+    monkeypatch.setenv("KEFU_DEMO_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT")
+    assert load_settings(DemoSettings).kafka_security_protocol == "SASL_SSL"
