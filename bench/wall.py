@@ -220,6 +220,10 @@ async def profile_notifier(
         await handlers.accept_request(
             request(-1), message_id=f"{run}-w", correlation_id="warm", deps=deps
         )
+        at_once: Any = deps.at_once
+        if at_once is not None:
+            await at_once.drain()
+            _tag_at_once(at_once, "notifier: attempt at once (send)")
         await handlers.dispatch_due(deps, limit=50)
         await runtime.relay.idle()
         await runtime.relay.relay_once()
@@ -236,11 +240,14 @@ async def profile_notifier(
                 ),
                 wall,
             )
-            await _timed(
-                "notifier: dispatch_due (send)",
-                lambda: handlers.dispatch_due(deps, limit=50),
-                wall,
-            )
+            if at_once is not None:  # accepted deliveries are attempted at once
+                await _timed("notifier: attempt at once (send)", at_once.drain, wall)
+            else:
+                await _timed(
+                    "notifier: dispatch_due (send)",
+                    lambda: handlers.dispatch_due(deps, limit=50),
+                    wall,
+                )
             await _timed("notifier: outbox relay", runtime.relay.idle, wall)
         profiler.stop()
     finally:
@@ -265,6 +272,17 @@ def _tag_relay(relay: Any, step: str) -> None:
         return int(await relay_document(*args, **kwargs))
 
     relay._relay_document = tagged
+
+
+def _tag_at_once(at_once: Any, step: str) -> None:
+    """Charge the notifier's attempts at once to their own step (same reason as the relay)."""
+    attempt = at_once._attempt
+
+    async def tagged(key: str) -> None:
+        STEP.set(step)
+        await attempt(key)
+
+    at_once._attempt = tagged
 
 
 def render(results: dict[str, Any]) -> str:

@@ -167,6 +167,7 @@ class SealedStore(VersionedDocumentStore):
         *,
         message_id: str | None = None,
         expect_new: bool = False,
+        hold_due: bool = False,
     ) -> Outcome:
         async def sealed(current: Stored | None) -> Change | None:
             result = decide(self._opened(current))
@@ -176,7 +177,9 @@ class SealedStore(VersionedDocumentStore):
             events = [replace(e, body=self._seal_body(e.body)) for e in change.events]
             return Change(self.fields.seal(change.state), events)
 
-        outcome = await super().mutate(doc_id, sealed, message_id=message_id, expect_new=expect_new)
+        outcome = await super().mutate(
+            doc_id, sealed, message_id=message_id, expect_new=expect_new, hold_due=hold_due
+        )
         outcome.stored = self._opened(outcome.stored)
         return outcome
 

@@ -188,6 +188,8 @@ class VersionedDocumentStore:
         self._remember_seconds = remember_seconds
         self._remember_limit = remember_limit
         self.due = due
+        # Documents whose due entry is held back (``hold_due``): id -> an entry may exist.
+        self._held_due: dict[str, bool] = {}
         self._id_filters_only: bool | None = None  # FerretDB? asked once, at the first write
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
@@ -240,6 +242,7 @@ class VersionedDocumentStore:
         *,
         message_id: str | None = None,
         expect_new: bool = False,
+        hold_due: bool = False,
     ) -> Outcome:
         """Apply ``decide`` to the current document, at most once per ``message_id``.
 
@@ -250,13 +253,24 @@ class VersionedDocumentStore:
         ``expect_new``: the id is most likely new (derived from a message seen for the first
         time), so decide on "no document" and insert without reading first; if the document
         exists after all, the insert is refused and it is read and decided again as usual.
+
+        ``hold_due``: the caller works on this document at once (a delivery attempted as soon as
+        it is accepted), so its due entry is not written now: the first later write without
+        ``hold_due`` writes it (or, if the document is no longer due and never had an entry,
+        nothing), and ``release_due`` writes it from the document. A crash meanwhile leaves the
+        entry missing, which ``DueTimes.reconcile`` restores at the next start: late, not lost.
         """
         lock = self._lock(doc_id)
         async with lock:
-            return await self._mutate(doc_id, decide, message_id, expect_new)
+            return await self._mutate(doc_id, decide, message_id, expect_new, hold_due)
 
     async def _mutate(
-        self, doc_id: str, decide: Decide, message_id: str | None, expect_new: bool = False
+        self,
+        doc_id: str,
+        decide: Decide,
+        message_id: str | None,
+        expect_new: bool = False,
+        hold_due: bool = False,
     ) -> Outcome:
         for _ in range(self._max_attempts):
             current = self._recall(doc_id)
@@ -281,7 +295,7 @@ class VersionedDocumentStore:
                 self._forget(doc_id)  # stale or raced: read it on the next attempt
             else:
                 self._remember(written)
-                await self._update_due(doc_id, current, written)
+                await self._update_due(doc_id, current, written, hold=hold_due)
                 if change.events:
                     if self._on_written is not None:
                         self._on_written(self, written)
@@ -355,10 +369,20 @@ class VersionedDocumentStore:
             self._id_filters_only = ferretdb and not pushed_down
         return self._id_filters_only
 
-    async def _update_due(self, doc_id: str, before: Stored | None, after: Stored) -> None:
+    async def _update_due(
+        self, doc_id: str, before: Stored | None, after: Stored, *, hold: bool = False
+    ) -> None:
         if self.due is None:
             return
-        if self.due.due_of(before.state if before else None) == self.due.due_of(after.state):
+        if doc_id in self._held_due or hold:
+            # An entry exists only if one was written before the hold began.
+            may_exist = self._held_due.pop(doc_id, before is not None)
+            if hold:
+                self._held_due[doc_id] = may_exist
+                return
+            if not may_exist and self.due.due_of(after.state) is None:
+                return  # never written, nothing to remove
+        elif self.due.due_of(before.state if before else None) == self.due.due_of(after.state):
             return
         try:
             await self.due.put(doc_id, after.state)
@@ -367,6 +391,27 @@ class VersionedDocumentStore:
             log.warning(
                 "due time of %s not recorded; the reconcile pass will", doc_id, exc_info=True
             )
+
+    def due_held(self, doc_id: str) -> bool:
+        return doc_id in self._held_due
+
+    async def release_due(self, doc_id: str) -> bool:
+        """Write the due entry a ``hold_due`` held back, from the document as it is now (after
+        an attempt that stopped without a write that did it). False if the store failed: the
+        entry stays held, for another try (or the reconcile pass)."""
+        if self.due is None or doc_id not in self._held_due:
+            return True
+        async with self._lock(doc_id):
+            may_exist = self._held_due.pop(doc_id, None)
+            if may_exist is None:
+                return True
+            try:
+                await self.due.refresh(doc_id, await self.load(doc_id))
+            except Exception:
+                self._held_due[doc_id] = may_exist
+                log.warning("due time of %s not recorded yet", doc_id, exc_info=True)
+                return False
+            return True
 
     def _relayed(self, doc_id: str, version: int, remaining: list[Document]) -> None:
         """Keep the memory of a document in step with the relay's removal."""

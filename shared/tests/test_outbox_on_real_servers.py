@@ -326,3 +326,27 @@ async def test_a_due_time_lost_in_a_crash_is_restored_by_reconcile_and_a_stale_o
     # Firing case-2 finds nothing due; the timer loop then sets its entry from the document.
     await due.refresh("case-2", await store.load("case-2"))
     assert await due.due(at, 10) == ["case-1"]
+
+
+async def test_a_due_time_held_for_an_attempt_at_once_is_written_only_if_it_stays_due(
+    db: AsyncDatabase[dict[str, Any]],
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    due = due_times(db)
+    store = VersionedDocumentStore(db["cases"], due=due)
+    at = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    later = at + timedelta(hours=1)
+    for case in ("done", "again", "stopped"):
+        await store.mutate(case, lambda _: Change({"remind_at": at}), hold_due=True)
+        await store.mutate(case, lambda _: Change({"remind_at": later}), hold_due=True)
+    assert await due.due(later, 10) == []  # held: nothing written yet
+    # Finished: never written, so nothing to write or remove.
+    await store.mutate("done", lambda _: Change({"remind_at": None}))
+    # Due again (a retry): the first write that does not hold it records it.
+    await store.mutate("again", lambda _: Change({"remind_at": later}))
+    # The attempt stopped without a write: released from the document as it is.
+    await store.release_due("stopped")
+    assert sorted(await due.due(later, 10)) == ["again", "stopped"]
+    assert not any(store.due_held(case) for case in ("done", "again", "stopped"))
+    assert await db["cases_due"].count_documents({}) == 2

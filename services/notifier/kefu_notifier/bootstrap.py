@@ -49,7 +49,7 @@ from kefu_notifier.domain.webhook_subscription import DisablePolicy
 from kefu_notifier.entrypoints import erasure_consumer
 from kefu_notifier.entrypoints.api import make_router
 from kefu_notifier.entrypoints.consumers import register_consumers
-from kefu_notifier.entrypoints.scheduler import Dispatcher, WebhookDispatcher
+from kefu_notifier.entrypoints.scheduler import AttemptAtOnce, Dispatcher, WebhookDispatcher
 from kefu_notifier.entrypoints.webhook_api import make_webhook_router
 from kefu_notifier.entrypoints.webhook_consumers import register_webhook_consumers
 from kefu_notifier.handlers import NotifierDeps
@@ -162,6 +162,10 @@ def create_app(
         batch_size=settings.dispatch_batch_size,
     )
     deps.wake_dispatcher = dispatcher.wake
+    if settings.attempts_at_once > 0:
+        at_once = AttemptAtOnce(deps, limit=settings.attempts_at_once)
+        deps.at_once = at_once
+        runtime.on_shutdown.insert(0, at_once.drain)
 
     async def dispatch_deliveries() -> None:
         await dispatcher.run()

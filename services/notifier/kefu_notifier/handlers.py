@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from kefu_shared.contracts.notifier import (
     NotificationDeferralReason,
@@ -52,6 +52,7 @@ from kefu_notifier.domain.catalogue import (
 from kefu_notifier.domain.delivery import Delivery, DeliveryNotDue, DeliveryStatus
 from kefu_notifier.domain.policies import (
     Backoff,
+    Decision,
     Preferences,
     QuietHours,
     RateLimit,
@@ -74,6 +75,23 @@ log = logging.getLogger(__name__)
 SOURCE = "notifier"
 
 
+class AttemptsAtOnce(Protocol):
+    """Attempts of deliveries just accepted, run at once instead of through the dispatcher's
+    due-time scan (``entrypoints.scheduler.AttemptAtOnce``)."""
+
+    def reserve(self) -> bool:
+        """Room for one more attempt now? If so it is held until ``start`` or ``cancel``."""
+        ...
+
+    def start(self, key: str) -> None:
+        """Attempt ``key`` (accepted with its due entry held) in the reserved room."""
+        ...
+
+    def cancel(self) -> None:
+        """Give the reserved room back unused."""
+        ...
+
+
 @dataclass
 class NotifierDeps:
     deliveries: VersionedDocumentStore
@@ -90,6 +108,8 @@ class NotifierDeps:
     metrics: NotifierMetrics
     clock: Clock
     wake_dispatcher: Callable[[], None] = field(default=lambda: None)
+    # None: every accepted delivery waits for the dispatcher's scan of the due times.
+    at_once: AttemptsAtOnce | None = None
 
 
 TRACE_FIELD = "trace"
@@ -122,15 +142,30 @@ async def accept_request(
         state = {**delivery_to_state(delivery), TRACE_FIELD: current_trace_carrier()}
         return Change(state, _outbox(None, delivery, deps))
 
-    # A request is normally seen once: insert first, read only if the key exists already.
-    outcome = await deps.deliveries.mutate(
-        request.idempotency_key, decide, message_id=message_id, expect_new=True
-    )
+    # A pending delivery is attempted at once when there is room: its due entry (for the
+    # dispatcher's scan) is then not written at all unless the attempt leaves it due.
+    key = request.idempotency_key
+    at_once = deps.at_once if delivery.status is DeliveryStatus.PENDING else None
+    if at_once is not None and not at_once.reserve():
+        at_once = None
+    try:
+        # A request is normally seen once: insert first, read only if the key exists already.
+        outcome = await deps.deliveries.mutate(
+            key, decide, message_id=message_id, expect_new=True, hold_due=at_once is not None
+        )
+    except BaseException:
+        if at_once is not None:
+            at_once.cancel()
+        raise
     if not outcome.changed:
-        log.info("notification %s already recorded; not sent again", request.idempotency_key)
+        if at_once is not None:
+            at_once.cancel()
+        log.info("notification %s already recorded; not sent again", key)
         return None
     _count(delivery, deps)
-    if delivery.status is DeliveryStatus.PENDING:
+    if at_once is not None:
+        at_once.start(key)
+    elif delivery.status is DeliveryStatus.PENDING:
         deps.wake_dispatcher()
     return delivery
 
@@ -270,7 +305,19 @@ async def dispatch_due(deps: NotifierDeps, *, limit: int) -> int:
     return len(keys)
 
 
-async def attempt_delivery(key: str, deps: NotifierDeps) -> Delivery | None:
+async def attempt_accepted(key: str, deps: NotifierDeps) -> Delivery | None:
+    """Attempt a delivery accepted a moment ago with its due entry held (``accept_request``).
+    Whatever the attempt leaves due (a retry, a deferral, a failure before the claim's
+    outcome was written) gets its due entry, so the dispatcher takes it from there."""
+    try:
+        return await attempt_delivery(key, deps, hold_due=True)
+    finally:
+        await deps.deliveries.release_due(key)
+
+
+async def attempt_delivery(
+    key: str, deps: NotifierDeps, *, hold_due: bool = False
+) -> Delivery | None:
     """Apply the policies to one due delivery, then send it or defer/suppress/fail it."""
     now = deps.clock()
     # Usually accepted a moment ago by this process; every transition below re-checks it.
@@ -279,24 +326,17 @@ async def attempt_delivery(key: str, deps: NotifierDeps) -> Delivery | None:
         await _refresh_due(key, None, deps)
         return None
     with continue_trace(stored.state.get(TRACE_FIELD)):
-        return await _attempt(key, stored, now, deps)
+        return await _attempt(key, stored, now, deps, hold_due=hold_due)
 
 
-async def _attempt(key: str, stored: Stored, now: datetime, deps: NotifierDeps) -> Delivery | None:
+async def _attempt(
+    key: str, stored: Stored, now: datetime, deps: NotifierDeps, *, hold_due: bool = False
+) -> Delivery | None:
     delivery = delivery_from_state(key, stored.state)
     if not delivery.is_due(now):
         await _refresh_due(key, stored, deps)  # a stale due time: set it from the delivery
         return None
-    customer = await deps.customers.load(delivery.customer_id)
-    transactional = delivery.purpose in TRANSACTIONAL_PURPOSES
-    decision = decide_attempt(
-        purpose=delivery.purpose,
-        routes=delivery.routes,
-        preferences=preferences_from_state(customer.state if customer else None),
-        quiet_hours=deps.quiet_hours,
-        transactional=transactional,
-        now=now,
-    )
+    decision, retry_at = await _decide_and_reserve(delivery, now, deps)
     if decision.suppress_reason is not None:
         reason = decision.suppress_reason
         return await _transition(key, _when_due(now, lambda d: d.suppress(reason, now)), deps)
@@ -308,14 +348,17 @@ async def _attempt(key: str, stored: Stored, now: datetime, deps: NotifierDeps) 
         return await _transition(
             key, _when_due(now, lambda d: d.defer(until, why, route.channel, now)), deps
         )
-    retry_at = await _reserve_rate_slot(delivery.customer_id, transactional, now, deps)
     if retry_at is not None:
         return await _transition(
             key,
             _when_due(now, lambda d: d.defer(retry_at, "rate_limit", route.channel, now)),
             deps,
         )
-    claimed = await _transition(key, lambda d: d.claim(now, deps.send_lease), deps)
+    # Held: a claimed delivery is due again when its lease ends, which only matters if this
+    # process dies before the outcome's write (then reconcile, at the next start, restores it).
+    claimed = await _transition(
+        key, lambda d: d.claim(now, deps.send_lease), deps, hold_due=hold_due
+    )
     if claimed is None:
         return None  # another worker got there first
     return await _send(claimed, route, deps)
@@ -386,19 +429,36 @@ async def _call_provider(
         raise ProviderError(f"{message.channel} provider error: {exc!r}", retryable=True) from exc
 
 
-async def _reserve_rate_slot(
-    customer_id: str, transactional: bool, now: datetime, deps: NotifierDeps
-) -> datetime | None:
-    """Count this notice in the customer's window; None if it may go, else when it may.
+async def _decide_and_reserve(
+    delivery: Delivery, now: datetime, deps: NotifierDeps
+) -> tuple[Decision, datetime | None]:
+    """The policies on the customer's preferences and, if they let the notice go now, its slot
+    in the customer's rate-limit window: one write to the customer, whose compare-and-set also
+    checks the preferences the decision read. Returns the decision and, if the window is full,
+    when the notice may go.
 
     Requests are keyed by customer id, so one consumer handles a customer and this
     read-modify-write does not race across replicas' consumers (see docs on FerretDB).
     """
+    transactional = delivery.purpose in TRANSACTIONAL_PURPOSES
+    decided: list[Decision] = []
     blocked: list[datetime] = []
 
     def decide(current: Stored | None) -> Change | None:
+        decided.clear()
         blocked.clear()
         state = dict(current.state) if current else {}
+        decision = decide_attempt(
+            purpose=delivery.purpose,
+            routes=delivery.routes,
+            preferences=preferences_from_state(current.state if current else None),
+            quiet_hours=deps.quiet_hours,
+            transactional=transactional,
+            now=now,
+        )
+        decided.append(decision)
+        if decision.suppress_reason is not None or decision.defer_until is not None:
+            return None
         recent = recent_sends_from_state(state)
         if not transactional:
             slot = deps.rate_limit.next_slot(recent, now)
@@ -408,8 +468,8 @@ async def _reserve_rate_slot(
         state["recent_sends"] = [*deps.rate_limit.recent(recent, now), now]
         return Change(state)
 
-    await deps.customers.mutate(customer_id, decide)
-    return blocked[0] if blocked else None
+    await deps.customers.mutate(delivery.customer_id, decide)
+    return decided[0], blocked[0] if blocked else None
 
 
 def _when_due(
@@ -424,7 +484,7 @@ def _when_due(
 
 
 async def _transition(
-    key: str, step: Callable[[Delivery], Delivery], deps: NotifierDeps
+    key: str, step: Callable[[Delivery], Delivery], deps: NotifierDeps, *, hold_due: bool = False
 ) -> Delivery | None:
     """Apply one lifecycle step with its events; None if the delivery moved on meanwhile."""
 
@@ -439,7 +499,7 @@ async def _transition(
         state = {**delivery_to_state(after), TRACE_FIELD: current.state.get(TRACE_FIELD, {})}
         return Change(state, _outbox(before, after, deps))
 
-    outcome = await deps.deliveries.mutate(key, decide)
+    outcome = await deps.deliveries.mutate(key, decide, hold_due=hold_due)
     if not outcome.changed or outcome.stored is None:
         return None
     after = delivery_from_state(key, outcome.stored.state)

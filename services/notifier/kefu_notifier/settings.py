@@ -37,6 +37,14 @@ class NotifierSettings(ServiceSettings):
     )
     dispatch_poll_seconds: float = Field(default=1.0, gt=0, le=60)
     dispatch_batch_size: int = Field(default=50, ge=1, le=1000)
+    attempts_at_once: int = Field(
+        default=50,
+        ge=0,
+        le=1000,
+        description="Deliveries attempted as soon as they are accepted, at most this many at a "
+        "time (their due times are written only if they stay due); beyond that, and with 0, "
+        "they wait for the dispatcher's scan of the due times.",
+    )
     consumer_workers: int = Field(
         default=2,
         ge=1,

@@ -178,6 +178,38 @@ async def test_a_send_cut_by_a_crash_before_its_due_time_was_recorded_is_retried
     assert [m["X-Kefu-Delivery-Id"] for m in smtp.messages] == [log["delivery_id"]] * 2
 
 
+@pytest.mark.parametrize(("at_once", "entries_while_sending"), [(50, 0), (0, 1)])
+async def test_a_notice_attempted_as_soon_as_it_is_accepted_writes_no_due_time(
+    make_settings: SettingsFactory,
+    run: Run,
+    kafka_bootstrap: str,
+    prefix: str,
+    mongo_client: AsyncMongoClient[dict[str, Any]],
+    service_overrides: dict[str, Any],
+    at_once: int,
+    entries_while_sending: int,
+) -> None:
+    import threading
+
+    db = mongo_client[service_overrides["mongodb_database"]]
+    release = threading.Event()
+    # The provider holds the call until released: the delivery is claimed and being sent.
+    with HttpProvider(verify=lambda _: release.wait(10)) as push:
+        settings = make_settings(app_push_url=push.url, attempts_at_once=at_once)
+        envelope = request("now-1", preferred_channel="app_push", recipient={"app_push_token": "t"})
+        async with run(create_app(settings)) as client:
+            await publish(kafka_bootstrap, prefix + topics.NOTIFICATION_REQUESTS, envelope)
+            await eventually(lambda: has_status(client, "now-1", "sending"))
+            # Through the dispatcher the claim is due again when its lease ends; attempted at
+            # once, no entry is written (a crash here is the reconcile pass's, tested above).
+            assert await db["deliveries_due"].count_documents({}) == entries_while_sending
+            release.set()
+            await eventually(lambda: has_status(client, "now-1", "sent"))
+            assert await db["deliveries_due"].count_documents({}) == 0
+
+    assert len(push.requests) == 1
+
+
 async def test_a_failing_http_provider_is_retried_with_the_same_delivery_id(
     make_settings: SettingsFactory, run: Run, kafka_bootstrap: str, prefix: str
 ) -> None:
