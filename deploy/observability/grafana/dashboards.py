@@ -543,9 +543,14 @@ def service_rows(service: str) -> list[Row]:
                             f"sum(rate(kefu_outbox_publish_failures_total{{{svc}}}[{RATE}]))",
                             "failures",
                         ),
+                        Q(
+                            f"sum(rate(kefu_kafka_producer_renewals_total{{{svc}}}[{RATE}]))",
+                            "producer renewals",
+                        ),
                     ],
                     unit="reqps",
-                    description="Alert: KefuOutboxPublishFailing.",
+                    description="Alerts: KefuOutboxPublishFailing, KefuKafkaProducerRenewing "
+                    "(a new producer after Kafka refused the old one's sequence).",
                 ),
             ],
         ),
