@@ -132,8 +132,20 @@ async def receive_message(message: CustomerMessage, deps: Deps, ctx: Context) ->
         articles, incoming.content, classification.language, classification.category
     )
 
+    candidate = domain.inquiry_id_for(message.message_id)
+    fresh = domain.open_inquiry(
+        candidate,
+        incoming,
+        classification,
+        answer,
+        deps.sla_policy,
+        now,
+        bot_min_score=deps.bot_min_score,
+    )
+    # A new inquiry the bot resolves at once is never open, so nothing needs to point to it.
+    resolved_at_once = fresh.inquiry.status is Status.RESOLVED
     for _ in range(3):
-        inquiry_id = await _open_inquiry_of(incoming, deps)
+        inquiry_id = await _open_inquiry_of(incoming, deps, point=not resolved_at_once)
         stale = False
         opened = False
 
@@ -141,7 +153,9 @@ async def receive_message(message: CustomerMessage, deps: Deps, ctx: Context) ->
             nonlocal stale, opened
             existing = _inquiry(current)
             opened = existing is None
-            if existing is None:
+            if existing is None and inquiry_id == candidate:
+                decision = fresh
+            elif existing is None:
                 decision = domain.open_inquiry(
                     inquiry_id,
                     incoming,
@@ -180,7 +194,8 @@ async def receive_message(message: CustomerMessage, deps: Deps, ctx: Context) ->
             ).inc()
         if result.status is Status.RESOLVED:  # answered by the bot
             deps.metrics.auto_answered.labels(channel).inc()
-            await _forget_open_inquiry(message.customer_id, inquiry_id, deps)
+            if not (opened and resolved_at_once):  # else nothing pointed to it
+                await _forget_open_inquiry(message.customer_id, inquiry_id, deps)
         elif result.status is Status.QUEUED:
             await dispatch(inquiry_id, deps, ctx)
         return Received(inquiry_id, "opened" if opened else "joined")
@@ -221,18 +236,29 @@ async def _receive_spam(
     return Received(inquiry_id, "duplicate" if outcome.duplicate else "spam")
 
 
-async def _open_inquiry_of(incoming: IncomingMessage, deps: Deps) -> str:
-    """The customer's open inquiry, or the id a new one gets (deterministic from the message)."""
-    candidate = domain.inquiry_id_for(incoming.message_id)
+async def _open_inquiry_of(incoming: IncomingMessage, deps: Deps, *, point: bool = True) -> str:
+    """The customer's open inquiry, or the id a new one gets (deterministic from the message).
 
-    def point(current: Stored | None) -> Change | None:
+    ``point``: record the new id as the customer's open inquiry, so the customer's next
+    messages (on any channel, in any instance) join it. Without (a new inquiry the bot resolves
+    at once, which would be unpointed right after) the customer is only read: two writes
+    fewer per bot-answered message, and the outcome of a message racing this one on another
+    channel is one that serial order gives too.
+    """
+    candidate = domain.inquiry_id_for(incoming.message_id)
+    if not point:
+        customer = await deps.customers.load(incoming.customer_id)
+        open_id = customer.state.get("open_inquiry_id") if customer else None
+        return str(open_id) if open_id else candidate
+
+    def point_to_candidate(current: Stored | None) -> Change | None:
         state = dict(current.state) if current else {}
         if state.get("open_inquiry_id"):
             return None
         recent = [*state.get("inquiry_ids", []), candidate][-50:]
         return Change({**state, "open_inquiry_id": candidate, "inquiry_ids": recent})
 
-    outcome = await deps.customers.mutate(incoming.customer_id, point)
+    outcome = await deps.customers.mutate(incoming.customer_id, point_to_candidate)
     assert outcome.stored is not None
     return str(outcome.stored.state["open_inquiry_id"])
 

@@ -137,7 +137,10 @@ async def test_spam_gets_one_polite_refusal_and_is_never_received(
 
 
 async def test_a_common_question_is_answered_by_the_bot_from_the_knowledge_base(
-    service_overrides: dict[str, Any], unique: str, kafka_bootstrap: str
+    service_overrides: dict[str, Any],
+    unique: str,
+    kafka_bootstrap: str,
+    mongo_client: AsyncMongoClient[dict[str, Any]],
 ) -> None:
     settings = make_settings(service_overrides, unique)
     async with running(create_app(settings)) as client:
@@ -174,9 +177,17 @@ async def test_a_common_question_is_answered_by_the_bot_from_the_knowledge_base(
         assert answer["data"]["purpose"] == "bot_answer"
         assert answer["data"]["parameters"]["answer"].startswith("在订单详情页")
         assert answer["data"]["preferred_channel"] == "app_push"
+        # Resolved at once, it was never the customer's open inquiry: nothing pointed to it.
+        customers = mongo_client[settings.mongodb_database]["customers"]
+        assert await customers.find_one({"_id": "c-bot"}) is None
         # The bot closed it, so the next message opens a new inquiry.
         again = await client.post("/messages", json=message("还有别的问题", customer_id="c-bot"))
         assert again.json()["inquiry_id"] != inquiry_id
+        # While that one is open, even a question the bot could answer joins it.
+        joined = await client.post(
+            "/messages", json=message("请问能开发票吗？", customer_id="c-bot")
+        )
+        assert joined.json()["inquiry_id"] == again.json()["inquiry_id"]
         deleted = await client.delete(f"/knowledge-base/articles/{article_id}")
         assert deleted.status_code == 204
 
