@@ -301,9 +301,11 @@ class Kefu:
                 .limit(500)
                 .to_list()
             ),
-            "find sla_next_at != null (SLA due reconcile, every 5 min)": lambda: c.find(
-                {"sla_next_at": {"$ne": None}}, {"sla_next_at": 1, "channel": 1}
-            ).to_list(),
+            "find status = each open status (SLA due reconcile, every 5 min)": lambda: _find_each(
+                c,
+                [{"status": s} for s in ("assigned", "escalated", "queued")],
+                {"sla_next_at": 1, "channel": 1},
+            ),
         }
         out: dict[str, float | None] = {}
         spent = 0.0
@@ -428,6 +430,13 @@ class Kefu:
             notes.append(f"{result.sent - result.completed} not sent within the drain time")
         result.note = "; ".join(notes)
         return result
+
+
+async def _find_each(c: Any, filters: list[dict[str, Any]], projection: dict[str, Any]) -> int:
+    found = 0
+    for where in filters:
+        found += len(await c.find(where, projection).to_list())
+    return found
 
 
 async def _read_then_update(c: Any, doc_id: str) -> None:

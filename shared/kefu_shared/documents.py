@@ -109,14 +109,21 @@ class DueTimes:
         *,
         due_at: Callable[[Document], datetime | None],
         labels: Callable[[Document], Document] = lambda state: {},
-        may_be_due: Document | None = None,
+        may_be_due: Document | Sequence[Document] | None = None,
         projection: Document | None = None,
     ) -> None:
         self.collection = collection
         self._source = source
         self._due_at = due_at
         self._labels = labels
-        self._may_be_due = may_be_due or {}
+        # Several filters are read one after another: equalities (``{"status": "queued"}``)
+        # that FerretDB pushes down to an index, where one ``$in`` or ``$ne`` decodes every
+        # document of the collection (measured at 10k inquiries: ``sla_next_at $ne null``
+        # 4,675 ms; three ``status`` equalities on its index 3 x 1 ms).
+        if may_be_due is None or isinstance(may_be_due, dict):
+            self._may_be_due: list[Document] = [may_be_due or {}]
+        else:
+            self._may_be_due = list(may_be_due)
         self._projection = projection
 
     def due_of(self, state: Document | None) -> datetime | None:
@@ -144,16 +151,18 @@ class DueTimes:
         returns how many were written."""
         have = {d["_id"]: d for d in await self.collection.find({}).to_list()}
         written = 0
-        async for doc in self._source.find(self._may_be_due, self._projection):
-            at = self._due_at(doc)
-            if at is None:
-                continue
-            entry = {"at": at, **self._labels(doc)}
-            current = have.get(doc["_id"])
-            if current is not None and all(current.get(k) == v for k, v in entry.items()):
-                continue
-            await self.collection.replace_one({"_id": doc["_id"]}, entry, upsert=True)
-            written += 1
+        for may_be_due in self._may_be_due:
+            async for doc in self._source.find(may_be_due, self._projection):
+                at = self._due_at(doc)
+                if at is None:
+                    continue
+                entry = {"at": at, **self._labels(doc)}
+                current = have.get(doc["_id"])
+                if current is not None and all(current.get(k) == v for k, v in entry.items()):
+                    continue
+                await self.collection.replace_one({"_id": doc["_id"]}, entry, upsert=True)
+                have[doc["_id"]] = {"_id": doc["_id"], **entry}
+                written += 1
         if written:
             log.info("due times of %s: %d entries rewritten", self._source.name, written)
         return written

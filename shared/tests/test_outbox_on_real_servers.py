@@ -350,3 +350,29 @@ async def test_a_due_time_held_for_an_attempt_at_once_is_written_only_if_it_stay
     assert sorted(await due.due(later, 10)) == ["again", "stopped"]
     assert not any(store.due_held(case) for case in ("done", "again", "stopped"))
     assert await db["cases_due"].count_documents({}) == 2
+
+
+async def test_reconcile_reads_the_documents_of_each_filter_it_is_given(
+    db: AsyncDatabase[dict[str, Any]],
+) -> None:
+    from datetime import UTC, datetime
+
+    from kefu_shared.documents import DueTimes
+
+    at = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    # Equalities a store serves from an index, instead of one filter that reads everything.
+    due = DueTimes(
+        db["cases_due"],
+        db["cases"],
+        due_at=lambda state: state.get("remind_at"),
+        may_be_due=[{"status": "open"}, {"status": "waiting"}],
+    )
+    await db["cases"].insert_many(
+        [
+            {"_id": "a", "status": "open", "remind_at": at},
+            {"_id": "b", "status": "waiting", "remind_at": at},
+            {"_id": "c", "status": "closed", "remind_at": at},  # not read: closed never is due
+        ]
+    )
+    assert await due.reconcile() == 2
+    assert sorted(await due.due(at, 10)) == ["a", "b"]

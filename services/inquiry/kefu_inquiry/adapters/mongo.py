@@ -19,7 +19,7 @@ from kefu_shared.topics import Channel
 from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
-from kefu_inquiry.domain.inquiry import Inquiry, Status
+from kefu_inquiry.domain.inquiry import OPEN_STATUSES, Inquiry, Status
 from kefu_inquiry.domain.knowledge import Article, QuickReply
 from kefu_inquiry.domain.routing import Agent
 
@@ -36,6 +36,9 @@ INDEXES = [
     IndexSpec(INQUIRIES, [("status", ASCENDING), ("queued_at", ASCENDING)], name="queue"),
     IndexSpec(INQUIRIES, [("sla_next_at", ASCENDING)], name="sla_next_at"),
     IndexSpec(INQUIRIES, [("customer_id", ASCENDING)], name="customer"),
+    # One field, so FerretDB on PostgreSQL serves `{status: value}` from an index (the local
+    # runner's GIN twin): the SLA reconcile reads the open inquiries only, whatever is stored.
+    IndexSpec(INQUIRIES, [("status", ASCENDING)], name="status"),
     IndexSpec(SLA_DUE, [("at", ASCENDING)], name="at"),
 ]
 
@@ -50,7 +53,10 @@ def sla_due_times(db: AsyncDatabase[Document]) -> DueTimes:
         db[INQUIRIES],
         due_at=lambda state: state.get("sla_next_at"),
         labels=lambda state: {"channel": _plain(state.get("channel"))},
-        may_be_due={"sla_next_at": {"$ne": None}},
+        # Only an open inquiry has a running SLA clock (resolving stops them all), and one
+        # equality per open status is served by the status index, where `sla_next_at != null`
+        # read every inquiry ever stored (31 s at 100k, every 5 minutes).
+        may_be_due=[{"status": status.value} for status in sorted(OPEN_STATUSES)],
         projection={"sla_next_at": 1, "channel": 1},
     )
 
