@@ -141,5 +141,14 @@ class NotifierSettings(ServiceSettings):
             raise ValueError(f"unknown time zone {value!r}") from exc
         return value
 
+    @field_validator("quiet_hours_start", "quiet_hours_end")
+    @classmethod
+    def _wall_clock(cls, value: time) -> time:
+        # Quiet hours are wall-clock times in shop_timezone; one with an offset of its own
+        # could not be compared with the local time, and every SMS would fail at night.
+        if value.tzinfo is not None:
+            raise ValueError("must be a time of day without an offset (see shop_timezone)")
+        return value
+
     def webhook_group(self) -> str:
         return self.webhook_consumer_group or f"{self.consumer_group or 'kefu-notifier'}-webhooks"

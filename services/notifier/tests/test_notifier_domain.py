@@ -295,3 +295,15 @@ def test_a_delivery_retries_with_backoff_then_fails_and_a_sent_one_is_final() ->
     assert not sent.is_due(now + timedelta(days=365))
     with pytest.raises(DeliveryNotDue):
         sent.claim(now + timedelta(days=1), timedelta(minutes=2))
+
+
+def test_quiet_hours_with_an_offset_of_their_own_stop_the_start_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from kefu_notifier.settings import NotifierSettings
+    from kefu_shared.settings import SettingsError, load_settings
+
+    monkeypatch.setenv("KEFU_NOTIFIER_QUIET_HOURS_START", "22:00+08:00")
+    with pytest.raises(SettingsError, match="QUIET_HOURS_START") as info:
+        load_settings(NotifierSettings)
+    assert "without an offset" in str(info.value)
