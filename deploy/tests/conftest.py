@@ -158,27 +158,64 @@ def run_kustomize(kustomize: Path, deploycheck: Path, directory: Path) -> list[d
     return [doc for doc in yaml_documents(deploycheck, result.stdout) if doc]
 
 
+def _layered(
+    kustomize: Path,
+    deploycheck: Path,
+    directory: Path,
+    components: tuple[str, ...],
+    platform: dict[str, str] | None = None,
+) -> list[dict[str, Any]]:
+    """The production overlay with optional components on top, as an overlay of an overlay; with
+    ``platform``, those keys merged into its kefu-platform ConfigMap first."""
+    # kustomize takes relative paths only.
+    listed = "".join(f"  - {os.path.relpath(COMPONENTS / c, directory)}\n" for c in components)
+    production = os.path.relpath(DEPLOY / "k8s" / "overlays" / "production", directory)
+    text = (
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        f"resources:\n  - {production}\ncomponents:\n{listed}"
+    )
+    if platform:
+        literals = "".join(f"      - {key}={value}\n" for key, value in platform.items())
+        text += (
+            "configMapGenerator:\n  - name: kefu-platform\n    behavior: merge\n"
+            f"    literals:\n{literals}"
+        )
+    (directory / "kustomization.yaml").write_text(text)
+    return run_kustomize(kustomize, deploycheck, directory)
+
+
+# What a platform team with a SASL_SSL cluster and client certificates puts in platform.env
+# beside the kafka-tls component (docs/security.md 9).
+SECURED_PLATFORM = {
+    "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+    "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+    "KEDA_KAFKA_SASL": "scram_sha512",
+    "KAFKA_SSL_CERTFILE": "/etc/kefu/kafka-tls/tls.crt",
+    "KAFKA_SSL_KEYFILE": "/etc/kefu/kafka-tls/tls.key",
+}
+
+
 @pytest.fixture(scope="session")
 def rendered(
     kustomize: Path, deploycheck: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, list[dict[str, Any]]]:
-    """Every overlay rendered, plus production with every optional component on top."""
+    """Every overlay rendered, production with every optional component on top, and that again
+    with the kafka-tls component (listed last) on a secured cluster."""
     out = {
         name: run_kustomize(kustomize, deploycheck, DEPLOY / "k8s" / "overlays" / name)
         for name in OVERLAYS
     }
-    everything = tmp_path_factory.mktemp("all-components")
-    # kustomize takes relative paths only.
-    components = "".join(
-        f"  - {os.path.relpath(COMPONENTS / c, everything)}\n"
-        for c in ("monitoring", "keda-kafka-lag")
+    optional = ("monitoring", "keda-kafka-lag")  # production has kafka-topics already
+    out["production+components"] = _layered(
+        kustomize, deploycheck, tmp_path_factory.mktemp("all-components"), optional
     )
-    production = os.path.relpath(DEPLOY / "k8s" / "overlays" / "production", everything)
-    (everything / "kustomization.yaml").write_text(
-        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
-        f"resources:\n  - {production}\ncomponents:\n{components}"
+    out["production+components+kafka-tls"] = _layered(
+        kustomize,
+        deploycheck,
+        tmp_path_factory.mktemp("kafka-tls"),
+        (*optional, "kafka-tls"),
+        SECURED_PLATFORM,
     )
-    out["production+components"] = run_kustomize(kustomize, deploycheck, everything)
     return out
 
 

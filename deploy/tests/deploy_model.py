@@ -36,7 +36,13 @@ COMPOSE_WORKLOADS = {
     "feedback": ("feedback",),
 }
 # Secrets a production cluster provides (not rendered by the production overlay).
-EXTERNAL_SECRETS = {f"kefu-{s}-secrets" for s in SERVICES} | {"kefu-auth", "kefu-data-keys"}
+# The topics Job's Kafka user (optional, SASL) and the kafka-tls component's files, likewise.
+EXTERNAL_SECRETS = {f"kefu-{s}-secrets" for s in SERVICES} | {
+    "kefu-auth",
+    "kefu-data-keys",
+    "kefu-kafka-topics-secrets",
+    "kefu-kafka-tls",
+}
 
 _SECRET_NAME = re.compile(r"(PASSWORD|TOKEN|SECRET|_KEYS)$|^MONGODB_URI$")
 

@@ -22,7 +22,7 @@ from deploy_model import (
     settings_class,
 )
 
-K8S_VARIANTS = ("dev", "production", "production+components")
+K8S_VARIANTS = ("dev", "production", "production+components", "production+components+kafka-tls")
 
 
 @pytest.fixture(params=SERVICES)

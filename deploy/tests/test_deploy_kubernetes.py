@@ -22,13 +22,15 @@ from kefu_shared.topics import Channel, inbound_channel_topic
 
 # The oldest Kubernetes minor still commonly run, and the newest the validator knows.
 KUBERNETES_VERSIONS = ("1.29.0", "1.35.0")
-VARIANTS = ("dev", "production", "production+components")
-# production+components holds every object of production and more.
-VALIDATED = ("dev", "production+components")
+VARIANTS = ("dev", "production", "production+components", "production+components+kafka-tls")
+# production+components holds every object of production and more, and the kafka-tls variant
+# changes some of them.
+VALIDATED = ("dev", "production+components", "production+components+kafka-tls")
 CRD_KINDS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
     ("monitoring.coreos.com/v1", "PrometheusRule"),
     ("keda.sh/v1alpha1", "ScaledObject"),
+    ("keda.sh/v1alpha1", "TriggerAuthentication"),
 }
 
 

@@ -9,6 +9,12 @@
 #   MIN_INSYNC_REPLICAS      optional min.insync.replicas for every topic (2 with factor 3)
 #   TOPIC_PREFIX             prepended to every name, as KEFU_<SVC>_TOPIC_PREFIX in the services
 #   KAFKA_CLIENT_CONFIG      optional client properties file (SASL/TLS), passed as --command-config
+#   KAFKA_SECURITY_PROTOCOL  without KAFKA_CLIENT_CONFIG: SSL, SASL_PLAINTEXT or SASL_SSL writes the
+#                            client properties from these, the variables the services read:
+#   KAFKA_SASL_MECHANISM     PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (default)
+#   KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD  the Kafka user allowed to create and alter topics
+#   KAFKA_SSL_CAFILE         CA bundle (PEM) of the brokers' certificates; default: the JVM's CAs
+#   KAFKA_SSL_CERTFILE, KAFKA_SSL_KEYFILE     client certificate and PKCS#8 key (PEM), mutual TLS
 #   KAFKA_BIN                directory of kafka-topics.sh, default /opt/kafka/bin (Apache image)
 #   WAIT_SECONDS             how long to wait for the cluster to answer, default 120
 set -eu
@@ -21,6 +27,106 @@ MIN_INSYNC_REPLICAS=${MIN_INSYNC_REPLICAS:-}
 TOPIC_PREFIX=${TOPIC_PREFIX:-}
 KAFKA_BIN=${KAFKA_BIN:-/opt/kafka/bin}
 WAIT_SECONDS=${WAIT_SECONDS:-120}
+
+# A value inside a .properties file: backslashes doubled.
+properties_escaped() {
+    printf '%s' "$1" | sed -e 's/\\/\\\\/g'
+}
+
+# A file the client configuration names must be there (as the services check at start).
+readable() {
+    if [ ! -r "$2" ]; then
+        echo "$1=$2: no such readable file" >&2
+        exit 1
+    fi
+}
+
+# A PEM file as one .properties value: each line ends in an escaped newline and continues.
+pem_value() {
+    tr -d '\r' < "$1" | sed -e 's/\\/\\\\/g' -e 's/$/\\n\\/'
+    echo
+}
+
+# A JAAS option value in double quotes: backslash and double quote escaped, then escaped again
+# for the .properties file. Kafka reads that file as ISO-8859-1, and a line break ends a value:
+# anything but printable ASCII is refused rather than sent garbled.
+jaas_quoted() {
+    case $2 in
+        *"$newline"*)
+            echo "$1 contains a line break" >&2
+            exit 1 ;;
+    esac
+    if printf '%s' "$2" | LC_ALL=C grep -q '[^ -~]'; then
+        echo "$1 contains characters other than printable ASCII" >&2
+        exit 1
+    fi
+    properties_escaped "$(printf '%s' "$2" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g')"
+}
+newline='
+'
+
+# The client properties of a secured cluster, from the variables the services read; the password
+# goes into the file only (mode 600 in /tmp, removed at exit), never onto a command line.
+write_client_config() {
+    protocol=$KAFKA_SECURITY_PROTOCOL
+    case $protocol in
+        SSL | SASL_PLAINTEXT | SASL_SSL) ;;
+        *)
+            echo "KAFKA_SECURITY_PROTOCOL=$protocol: use PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL" >&2
+            exit 1 ;;
+    esac
+    echo "security.protocol=$protocol"
+    case $protocol in
+        SASL_*)
+            mechanism=${KAFKA_SASL_MECHANISM:-SCRAM-SHA-512}
+            case $mechanism in
+                PLAIN) module=org.apache.kafka.common.security.plain.PlainLoginModule ;;
+                SCRAM-SHA-256 | SCRAM-SHA-512)
+                    module=org.apache.kafka.common.security.scram.ScramLoginModule ;;
+                *)
+                    echo "KAFKA_SASL_MECHANISM=$mechanism: use PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512" >&2
+                    exit 1 ;;
+            esac
+            : "${KAFKA_SASL_USERNAME:?KAFKA_SASL_USERNAME must name the Kafka user with $protocol}"
+            : "${KAFKA_SASL_PASSWORD:?KAFKA_SASL_PASSWORD must be set with $protocol}"
+            user=$(jaas_quoted KAFKA_SASL_USERNAME "$KAFKA_SASL_USERNAME")
+            password=$(jaas_quoted KAFKA_SASL_PASSWORD "$KAFKA_SASL_PASSWORD")
+            echo "sasl.mechanism=$mechanism"
+            printf 'sasl.jaas.config=%s required username="%s" password="%s";\n' \
+                "$module" "$user" "$password" ;;
+    esac
+    case $protocol in
+        *SSL)
+            if [ -n "${KAFKA_SSL_CAFILE:-}" ]; then
+                readable KAFKA_SSL_CAFILE "$KAFKA_SSL_CAFILE"
+                echo "ssl.truststore.type=PEM"
+                echo "ssl.truststore.location=$(properties_escaped "$KAFKA_SSL_CAFILE")"
+            fi
+            if [ -n "${KAFKA_SSL_CERTFILE:-}" ] || [ -n "${KAFKA_SSL_KEYFILE:-}" ]; then
+                : "${KAFKA_SSL_CERTFILE:?KAFKA_SSL_CERTFILE must be set with KAFKA_SSL_KEYFILE}"
+                : "${KAFKA_SSL_KEYFILE:?KAFKA_SSL_KEYFILE must be set with KAFKA_SSL_CERTFILE}"
+                readable KAFKA_SSL_CERTFILE "$KAFKA_SSL_CERTFILE"
+                readable KAFKA_SSL_KEYFILE "$KAFKA_SSL_KEYFILE"
+                # Inline: a PEM key store file would need an encrypted key (Kafka's rule).
+                echo "ssl.keystore.type=PEM"
+                printf 'ssl.keystore.certificate.chain='
+                pem_value "$KAFKA_SSL_CERTFILE"
+                printf 'ssl.keystore.key='
+                pem_value "$KAFKA_SSL_KEYFILE"
+            fi ;;
+        *)
+            if [ -n "${KAFKA_SSL_CAFILE:-}${KAFKA_SSL_CERTFILE:-}${KAFKA_SSL_KEYFILE:-}" ]; then
+                echo "KAFKA_SSL_* files need KAFKA_SECURITY_PROTOCOL=SSL or SASL_SSL, not $protocol" >&2
+                exit 1
+            fi ;;
+    esac
+}
+
+if [ -z "${KAFKA_CLIENT_CONFIG:-}" ] && [ "${KAFKA_SECURITY_PROTOCOL:-PLAINTEXT}" != PLAINTEXT ]; then
+    KAFKA_CLIENT_CONFIG=/tmp/kefu-kafka-client.$$.properties
+    trap 'rm -f "$KAFKA_CLIENT_CONFIG"' EXIT
+    (umask 077 && write_client_config > "$KAFKA_CLIENT_CONFIG")
+fi
 
 topics() {
     if [ -n "${KAFKA_CLIENT_CONFIG:-}" ]; then
