@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from deploy_model import COMPONENTS, code_topics, topics_file
 
-from conftest import require_tool
+from conftest import cache_dir, require_tool
 
 SCRIPT = COMPONENTS / "kafka-topics" / "create-topics.sh"
 
@@ -361,8 +361,6 @@ public class ReadClientConfig {
 
 def _kafka_class_path() -> str | None:
     """Kafka's client jars from the local runner's cache (deploy/local), if it fetched them."""
-    from conftest import cache_dir
-
     found = sorted(cache_dir().parent.glob("kafka-jars-*/kafka-clients-*.jar"))
     return f"{found[-1].parent}/*" if found else None
 
