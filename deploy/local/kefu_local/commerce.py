@@ -97,6 +97,29 @@ def plan_orders(
             if fate == "refunded":
                 steps.append((paid + rng.uniform(45, 70), CommerceEventKind.REFUNDED))
         planned.append(PlannedOrder(order_id, customer, fate, snapshot, sorted(steps)))
+    return _with_a_walk_away(planned, seed)
+
+
+def _with_a_walk_away(planned: list[PlannedOrder], seed: int) -> list[PlannedOrder]:
+    """The earliest unpaid order goes to a customer who never chats: nobody contacts them, so
+    the day always has a lost order (counted against the agent on duty). Otherwise whether an
+    unpaid customer got an agent's reply within the deadline is a race of the demo's timing."""
+    unpaid = [o for o in planned if o.fate == "unpaid"] or planned[:1]
+    if not unpaid:
+        return planned
+    order = min(unpaid, key=lambda o: o.steps[0][0])
+    customer = f"C{seed:03d}-walkaway"
+    order.customer_id = customer
+    order.fate = "unpaid"
+    order.steps = order.steps[:1]  # placed, then nothing
+    order.snapshot |= {
+        "customer_id": customer,
+        "customer_name": "Customer walk",
+        "contact": {
+            "email": f"{customer}@example.com",
+            "phone": order.snapshot["address"]["phone"],
+        },
+    }
     return planned
 
 
