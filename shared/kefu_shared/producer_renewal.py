@@ -60,6 +60,7 @@ class ProducerRenewal:
         ).labels(service)
         # False from a failed renewal until one succeeds: the service is not ready meanwhile.
         self.healthy = True
+        self._background: set[asyncio.Task[None]] = set()
 
     def bind(self, broker: KafkaBroker) -> None:
         self._broker = broker
@@ -75,9 +76,9 @@ class ProducerRenewal:
         producer = getattr(state, "producer", None) if state else None
         return producer if isinstance(producer, AIOKafkaProducer) else None
 
-    def needs_renewal(self, exc: BaseException | None, producer: AIOKafkaProducer | None) -> bool:
+    def needs_renewal(self, exc: BaseException | None, producer: AIOKafkaProducer) -> bool:
         """Whether a publish that failed with ``exc`` on ``producer`` calls for a new one."""
-        if exc is None or producer is None:
+        if exc is None:
             return False
         return isinstance(exc, PRODUCER_STATE_ERRORS) or _sender_stopped(producer)
 
@@ -105,6 +106,14 @@ class ProducerRenewal:
         # Batches of healthy partitions still in flight on the old client finish first.
         await _stop_quietly(failed)
 
+    def renew_after(self, done: asyncio.Future[Any], producer: AIOKafkaProducer | None) -> None:
+        """An unconfirmed publish's callback: its failure arrives on the future, later."""
+        exc = None if done.cancelled() else done.exception()
+        if producer is not None and self.needs_renewal(exc, producer):
+            task = asyncio.get_running_loop().create_task(self.renew(producer))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
     def middleware(self) -> type[BaseMiddleware]:
         """The broker middleware factory that watches every publish."""
         return type("BoundProducerRenewal", (ProducerRenewalMiddleware,), {"renewal": self})
@@ -121,28 +130,12 @@ class ProducerRenewalMiddleware(BaseMiddleware):
         try:
             result = await call_next(cmd)
         except Exception as exc:
-            if renewal.needs_renewal(exc, producer):
-                assert producer is not None
+            if producer is not None and renewal.needs_renewal(exc, producer):
                 await renewal.renew(producer)
             raise
         if isinstance(result, asyncio.Future):
-            # An unconfirmed publish: its failure comes later, on the future.
-            result.add_done_callback(lambda done: _renew_after(renewal, done, producer))
+            result.add_done_callback(lambda done: renewal.renew_after(done, producer))
         return result
-
-
-def _renew_after(
-    renewal: ProducerRenewal, done: asyncio.Future[Any], producer: AIOKafkaProducer | None
-) -> None:
-    exc = None if done.cancelled() else done.exception()
-    if renewal.needs_renewal(exc, producer):
-        assert producer is not None
-        task = asyncio.get_running_loop().create_task(renewal.renew(producer))
-        _background.add(task)
-        task.add_done_callback(_background.discard)
-
-
-_background: set[asyncio.Task[None]] = set()
 
 
 def _sender_stopped(producer: AIOKafkaProducer) -> bool:

@@ -132,16 +132,19 @@ async def receive_message(message: CustomerMessage, deps: Deps, ctx: Context) ->
         articles, incoming.content, classification.language, classification.category
     )
 
+    def new_inquiry(inquiry_id: str) -> Decision:
+        return domain.open_inquiry(
+            inquiry_id,
+            incoming,
+            classification,
+            answer,
+            deps.sla_policy,
+            now,
+            bot_min_score=deps.bot_min_score,
+        )
+
     candidate = domain.inquiry_id_for(message.message_id)
-    fresh = domain.open_inquiry(
-        candidate,
-        incoming,
-        classification,
-        answer,
-        deps.sla_policy,
-        now,
-        bot_min_score=deps.bot_min_score,
-    )
+    fresh = new_inquiry(candidate)
     # A new inquiry the bot resolves at once is never open, so nothing needs to point to it.
     resolved_at_once = fresh.inquiry.status is Status.RESOLVED
     for _ in range(3):
@@ -153,18 +156,8 @@ async def receive_message(message: CustomerMessage, deps: Deps, ctx: Context) ->
             nonlocal stale, opened
             existing = _inquiry(current)
             opened = existing is None
-            if existing is None and inquiry_id == candidate:
-                decision = fresh
-            elif existing is None:
-                decision = domain.open_inquiry(
-                    inquiry_id,
-                    incoming,
-                    classification,
-                    answer,
-                    deps.sla_policy,
-                    now,
-                    bot_min_score=deps.bot_min_score,
-                )
+            if existing is None:
+                decision = fresh if inquiry_id == candidate else new_inquiry(inquiry_id)
             elif not existing.is_open:
                 stale = True  # the pointer survived a crash after the inquiry closed
                 return None
