@@ -57,18 +57,9 @@ class EnvVar:
 
 def settings_class(service: str) -> type[Any] | None:
     """The service's ``ServiceSettings`` subclass, or None while the service has none yet."""
-    from kefu_shared.settings import ServiceSettings
+    from kefu_shared.settings import settings_class_of
 
-    try:
-        module = importlib.import_module(f"kefu_{service}.settings")
-    except ModuleNotFoundError as exc:
-        if exc.name in (f"kefu_{service}", f"kefu_{service}.settings"):
-            return None
-        raise
-    for _, obj in inspect.getmembers(module, inspect.isclass):
-        if issubclass(obj, ServiceSettings) and obj is not ServiceSettings:
-            return obj
-    return None
+    return settings_class_of(service)
 
 
 def env_vars(cls: type[Any]) -> list[EnvVar]:

@@ -130,10 +130,72 @@ class ConsumeMetrics:
 
 @dataclass
 class DeadLetterConfig:
+    """How a service handles one consumed record: retries, then its dead-letter topic."""
+
     service: str
     policy: RetryPolicy
     send: SendDeadLetter
     metrics: ConsumeMetrics
+
+    async def handle(
+        self, record: ConsumerRecord[Any, Any] | None, call: Callable[[], Awaitable[Any]]
+    ) -> Any:
+        """Run ``call`` for ``record`` until it succeeds; dead-letter the record (and return
+        None) when it is poison. Outages are retried without limit. ``record`` None (a test
+        message) lets a permanent failure raise instead."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                result = await call()
+                # One line per handled message, carrying its correlation and trace ids:
+                # how a customer's journey is followed through every service's log.
+                log.info("handled %s from %s", _event_type(record), _topic(record))
+                return result
+            except asyncio.CancelledError:
+                raise
+            except TRANSIENT_ERRORS as exc:
+                # Not the message's fault: wait for the dependency, never dead-letter.
+                delay = self.policy.backoff(min(attempt, 10))
+                log.warning("dependency unavailable (%s); retrying in %.1fs", exc, delay)
+                self.metrics.retry(_topic(record), "transient")
+                await asyncio.sleep(delay)
+            except PERMANENT_ERRORS as exc:
+                await self.dead_letter(record, exc, attempt)
+                return None
+            except Exception as exc:
+                if attempt >= self.policy.attempts:
+                    await self.dead_letter(record, exc, attempt)
+                    return None
+                delay = self.policy.backoff(attempt)
+                log.warning(
+                    "handler failed (attempt %d): %r; retrying in %.2fs", attempt, exc, delay
+                )
+                self.metrics.retry(_topic(record), "error")
+                await asyncio.sleep(delay)
+
+    async def dead_letter(
+        self, record: ConsumerRecord[Any, Any] | None, exc: BaseException, attempts: int
+    ) -> None:
+        if record is None:
+            raise exc  # a test message without a record: let the ack policy decide
+        letter = DeadLetter(
+            record=record,
+            reason=_reason(exc),
+            error_type=type(exc).__name__,
+            attempts=attempts,
+            service=self.service,
+        )
+        log.error(
+            "dead-lettering %s[%d]@%d after %d attempt(s): %s",
+            record.topic,
+            record.partition,
+            record.offset,
+            attempts,
+            letter.reason,
+        )
+        await self.send(letter)
+        self.metrics.dead(record.topic, letter.error_type)
 
 
 class RetryAndDeadLetterMiddleware(BaseMiddleware):
@@ -144,43 +206,13 @@ class RetryAndDeadLetterMiddleware(BaseMiddleware):
     async def consume_scope(
         self, call_next: Callable[[StreamMessage[Any]], Awaitable[Any]], msg: StreamMessage[Any]
     ) -> Any:
-        record = self._record()
+        if isinstance(self.msg, tuple):
+            # A batch: its handler runs ``config.handle`` per record (``kefu_shared.batches``),
+            # so one poison record goes to the DLQ and the rest of the batch is handled.
+            return await call_next(msg)
         token = current_correlation_id.set(msg.correlation_id)
         try:
-            attempt = 0
-            while True:
-                attempt += 1
-                try:
-                    result = await call_next(msg)
-                    # One line per handled message, carrying its correlation and trace ids:
-                    # how a customer's journey is followed through every service's log.
-                    log.info(
-                        "handled %s from %s",
-                        msg.headers.get("ce_type", "a message"),
-                        _topic(record),
-                    )
-                    return result
-                except asyncio.CancelledError:
-                    raise
-                except TRANSIENT_ERRORS as exc:
-                    # Not the message's fault: wait for the dependency, never dead-letter.
-                    delay = self.config.policy.backoff(min(attempt, 10))
-                    log.warning("dependency unavailable (%s); retrying in %.1fs", exc, delay)
-                    self.config.metrics.retry(_topic(record), "transient")
-                    await asyncio.sleep(delay)
-                except PERMANENT_ERRORS as exc:
-                    await self._dead_letter(record, exc, attempt)
-                    return None
-                except Exception as exc:
-                    if attempt >= self.config.policy.attempts:
-                        await self._dead_letter(record, exc, attempt)
-                        return None
-                    delay = self.config.policy.backoff(attempt)
-                    log.warning(
-                        "handler failed (attempt %d): %r; retrying in %.2fs", attempt, exc, delay
-                    )
-                    self.config.metrics.retry(_topic(record), "error")
-                    await asyncio.sleep(delay)
+            return await self.config.handle(self._record(), lambda: call_next(msg))
         finally:
             current_correlation_id.reset(token)
 
@@ -192,35 +224,12 @@ class RetryAndDeadLetterMiddleware(BaseMiddleware):
     ) -> bool | None:
         # Errors while decoding or matching a message happen outside consume_scope.
         if isinstance(exc_val, Exception) and not isinstance(exc_val, TRANSIENT_ERRORS):
-            await self._dead_letter(self._record(), exc_val, 1)
+            await self.config.dead_letter(self._record(), exc_val, 1)
             return True
         return False
 
     def _record(self) -> ConsumerRecord[Any, Any] | None:
         return self.msg if isinstance(self.msg, ConsumerRecord) else None
-
-    async def _dead_letter(
-        self, record: ConsumerRecord[Any, Any] | None, exc: BaseException, attempts: int
-    ) -> None:
-        if record is None:
-            raise exc  # batch or test message without a record: let the ack policy decide
-        letter = DeadLetter(
-            record=record,
-            reason=_reason(exc),
-            error_type=type(exc).__name__,
-            attempts=attempts,
-            service=self.config.service,
-        )
-        log.error(
-            "dead-lettering %s[%d]@%d after %d attempt(s): %s",
-            record.topic,
-            record.partition,
-            record.offset,
-            attempts,
-            letter.reason,
-        )
-        await self.config.send(letter)
-        self.config.metrics.dead(record.topic, letter.error_type)
 
 
 def dead_letter_middleware(config: DeadLetterConfig) -> type[RetryAndDeadLetterMiddleware]:
@@ -229,6 +238,13 @@ def dead_letter_middleware(config: DeadLetterConfig) -> type[RetryAndDeadLetterM
 
 def _topic(record: ConsumerRecord[Any, Any] | None) -> str:
     return record.topic if record is not None else "unknown"
+
+
+def _event_type(record: ConsumerRecord[Any, Any] | None) -> str:
+    for name, value in (record.headers or ()) if record is not None else ():
+        if name == "ce_type":
+            return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+    return "a message"
 
 
 def _reason(exc: BaseException) -> str:

@@ -24,6 +24,7 @@ from prometheus_client import (
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
+from kefu_shared.batches import HandleOne, RecordBatchHandler, batch_subscriber
 from kefu_shared.broker import (
     aiokafka_security_options,
     make_broker,
@@ -82,6 +83,32 @@ class ServiceRuntime:
         """
         kwargs = subscriber_options(self.name, group or self.settings.consumer_group, **options)
         return self.broker.subscriber(self.topic(topic), **kwargs)(handler)
+
+    def batch_subscriber(
+        self,
+        *topics: str,
+        model: Any,
+        handle: HandleOne,
+        title: str,
+        description: str = "",
+        concurrency: int,
+        max_records: int,
+        group_id: str = "",
+    ) -> RecordBatchHandler:
+        """Consume ``topics`` (full names, ``self.topic(...)``) in batches, each record decoded
+        as ``model`` and handled alone (``kefu_shared.batches``)."""
+        return batch_subscriber(
+            self.broker,
+            *topics,
+            model=model,
+            handle=handle,
+            tracer_provider=self.tracer_provider,
+            concurrency=concurrency,
+            max_records=max_records,
+            title=title,
+            description=description,
+            **self.subscriber_options(**({"group_id": group_id} if group_id else {})),
+        )
 
     def consumer_groups(self) -> set[str]:
         return {g for s in self.broker.subscribers if (g := getattr(s, "group_id", None))}

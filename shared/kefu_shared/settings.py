@@ -8,6 +8,8 @@ with a message naming the variable, instead of failing later on the first messag
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import sys
 from pathlib import Path
 from typing import Literal, Self, TypeVar
@@ -203,7 +205,41 @@ class ServiceSettings(KafkaSecuritySettings):
         return f"{self.topic_prefix}{name}"
 
 
+class BatchConsumerSettings(ServiceSettings):
+    """For a service whose busy consumers take records in batches (``runtime.batch_subscriber``)."""
+
+    consumer_workers: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="Records of different customers a consumer handles at once, within each "
+        "batch it fetches; one customer's records stay in order.",
+    )
+    consumer_batch_records: int = Field(
+        default=100,
+        ge=1,
+        le=1000,
+        description="Records a consumer fetches at most at once and commits together, each still "
+        "handled (retried, dead-lettered) alone.",
+    )
+
+
 S = TypeVar("S", bound=BaseSettings)
+
+
+def settings_class_of(service: str) -> type[ServiceSettings] | None:
+    """The settings class ``kefu_<service>.settings`` defines (not a base it imports, such as
+    ``BatchConsumerSettings``); None while the service is not installed or has none."""
+    try:
+        module = importlib.import_module(f"kefu_{service}.settings")
+    except ModuleNotFoundError as exc:
+        if exc.name in (f"kefu_{service}", f"kefu_{service}.settings"):
+            return None
+        raise
+    for _, obj in inspect.getmembers(module, inspect.isclass):
+        if issubclass(obj, ServiceSettings) and obj.__module__ == module.__name__:
+            return obj
+    return None
 
 
 class SettingsError(SystemExit):

@@ -39,7 +39,7 @@ Log = Callable[[str], None]
 
 # The topics and partition counts production creates (the kefu-kafka-topics Job). Without them
 # each service's FastStream creates the topics it subscribes to with one partition, so a
-# second consumer of a group (CONSUMER_WORKERS) would idle and never hand partitions over.
+# second instance in a group would idle and never take partitions over.
 TOPICS_FILE = Path(__file__).resolve().parents[2] / "deploy/k8s/components/kafka-topics/topics.txt"
 
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import importlib
-import inspect
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
-from kefu_shared.settings import ServiceSettings
+from kefu_shared.settings import ServiceSettings, settings_class_of
 
 SERVICES = ("inquiry", "notifier", "orders", "aftersales", "feedback")
 PLACEHOLDERS = {"kafka_bootstrap_servers": "kafka:9092", "mongodb_uri": "mongodb://mongo:27017"}
@@ -18,11 +17,10 @@ MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 
 
 def settings_class(service: str) -> type[ServiceSettings]:
-    module = importlib.import_module(f"kefu_{service}.settings")
-    for _, obj in inspect.getmembers(module, inspect.isclass):
-        if issubclass(obj, ServiceSettings) and obj is not ServiceSettings:
-            return obj
-    raise LookupError(service)
+    cls = settings_class_of(service)
+    if cls is None:
+        raise LookupError(service)
+    return cls
 
 
 def build(service: str, **overrides: Any) -> FastAPI:

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import inspect
 import json
 from pathlib import Path
 from typing import Any
 
 import httpx
 from kefu_shared.catalogue import export_schemas, render_catalogue
-from kefu_shared.settings import ServiceSettings
+from kefu_shared.settings import ServiceSettings, settings_class_of
 
 SERVICES = ("inquiry", "notifier", "orders", "aftersales", "feedback")
 # Placeholders: building an app connects to nothing, and the documents name no real host.
@@ -23,14 +22,7 @@ PLACEHOLDERS = {"kafka_bootstrap_servers": "kafka:9092", "mongodb_uri": "mongodb
 
 
 def settings_class(service: str) -> type[ServiceSettings] | None:
-    try:
-        module = importlib.import_module(f"kefu_{service}.settings")
-    except ModuleNotFoundError:
-        return None
-    for _, obj in inspect.getmembers(module, inspect.isclass):
-        if issubclass(obj, ServiceSettings) and obj is not ServiceSettings:
-            return obj
-    return None
+    return settings_class_of(service)
 
 
 def asyncapi_document(service: str) -> dict[str, Any] | None:

@@ -53,12 +53,12 @@ def create_app(
         clock=clock,
     )
     consumers.register(
-        runtime.broker,
+        runtime,
         deps,
         channels,
-        runtime.topic,
         settings.consumer_group_for,
-        lambda **kw: runtime.subscriber_options(max_workers=settings.consumer_workers, **kw),
+        concurrency=settings.consumer_workers,
+        batch_records=settings.consumer_batch_records,
     )
 
     # Erasure requests out (admin API) and in (every service erases its own data).

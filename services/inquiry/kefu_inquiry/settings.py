@@ -6,7 +6,7 @@ import json
 from importlib import resources
 from pathlib import Path
 
-from kefu_shared.settings import ServiceSettings
+from kefu_shared.settings import BatchConsumerSettings
 from kefu_shared.topics import Channel
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
@@ -16,7 +16,7 @@ from kefu_inquiry.domain.sla import SlaPolicy
 ALL_CHANNELS = ",".join(c.value for c in Channel)
 
 
-class InquirySettings(ServiceSettings):
+class InquirySettings(BatchConsumerSettings):
     model_config = SettingsConfigDict(env_prefix="KEFU_INQUIRY_", extra="ignore", frozen=True)
 
     channels: str = Field(
@@ -32,13 +32,6 @@ class InquirySettings(ServiceSettings):
         default=0.6, gt=0, le=1, description="Share of an article's keywords a message must hit."
     )
     sla_scan_seconds: float = Field(default=1.0, gt=0, le=60)
-    consumer_workers: int = Field(
-        default=2,
-        ge=1,
-        le=16,
-        description="Consumers of each inbound channel topic in this process, each owning some "
-        "of its partitions (FastStream max_workers, manual commit): one key stays in order.",
-    )
     knowledge_cache_seconds: float = Field(
         default=5.0,
         ge=0,

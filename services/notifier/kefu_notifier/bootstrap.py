@@ -183,7 +183,12 @@ def create_app(
 
     runtime.background.append(delivery_due_reconcile)
 
-    register_consumers(runtime, deps, workers=settings.consumer_workers)
+    register_consumers(
+        runtime,
+        deps,
+        workers=settings.consumer_workers,
+        batch_records=settings.consumer_batch_records,
+    )
     webhooks = build_webhooks(
         runtime,
         settings,
@@ -271,5 +276,11 @@ def build_webhooks(
         await dispatcher.run()
 
     runtime.background.append(dispatch_webhooks)
-    register_webhook_consumers(runtime, deps, group=settings.webhook_group())
+    register_webhook_consumers(
+        runtime,
+        deps,
+        group=settings.webhook_group(),
+        concurrency=settings.consumer_workers,
+        batch_records=settings.consumer_batch_records,
+    )
     return deps

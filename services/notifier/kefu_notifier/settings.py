@@ -7,12 +7,12 @@ from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from kefu_shared.contracts.notifier import NotificationChannel
-from kefu_shared.settings import ServiceSettings
+from kefu_shared.settings import BatchConsumerSettings
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 
-class NotifierSettings(ServiceSettings):
+class NotifierSettings(BatchConsumerSettings):
     model_config = SettingsConfigDict(env_prefix="KEFU_NOTIFIER_", extra="ignore", frozen=True)
 
     http_port: int = Field(default=8084, ge=1, le=65535)
@@ -44,13 +44,6 @@ class NotifierSettings(ServiceSettings):
         description="Deliveries attempted as soon as they are accepted, at most this many at a "
         "time (their due times are written only if they stay due); beyond that, and with 0, "
         "they wait for the dispatcher's scan of the due times.",
-    )
-    consumer_workers: int = Field(
-        default=2,
-        ge=1,
-        le=16,
-        description="Consumers of the notification requests in this process, each owning some "
-        "of its partitions (FastStream max_workers, manual commit): one key stays in order.",
     )
     due_reconcile_seconds: float = Field(
         default=300.0,

@@ -4,12 +4,11 @@ so a platform team can run and scale the chat consumers alone."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
 
-from faststream.kafka import KafkaBroker
 from kefu_shared.contracts.inquiry import CustomerMessage
 from kefu_shared.dead_letter import PoisonMessage
 from kefu_shared.envelope import Envelope
+from kefu_shared.runtime import ServiceRuntime
 from kefu_shared.topics import Channel, inbound_channel_topic
 
 from kefu_inquiry import handlers
@@ -43,17 +42,23 @@ def _handler(
 
 
 def register(
-    broker: KafkaBroker,
+    runtime: ServiceRuntime,
     deps: Deps,
     channels: tuple[Channel, ...],
-    topic: Callable[[str], str],
     group_for: Callable[[Channel], str],
-    options: Callable[..., dict[str, Any]],
+    *,
+    concurrency: int,
+    batch_records: int,
 ) -> None:
     for channel in channels:
-        subscriber = broker.subscriber(
-            topic(inbound_channel_topic(channel)),
-            **options(group_id=group_for(channel)),
+        # In batches: one fetch and one commit for many messages, each still handled alone
+        # (its own retries and dead letter); one customer's messages in their order.
+        runtime.batch_subscriber(
+            runtime.topic(inbound_channel_topic(channel)),
+            model=Envelope[CustomerMessage],
+            handle=_handler(channel, deps),
             title=f"inquiry-inbound-{channel.value}",
+            concurrency=concurrency,
+            max_records=batch_records,
+            group_id=group_for(channel),
         )
-        subscriber(_handler(channel, deps))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from faststream.kafka.subscriber.usecase import DefaultSubscriber
 from kefu_shared import topics
 from kefu_shared.contracts.notifier import NotificationRequested
 from kefu_shared.dead_letter import PoisonMessage
@@ -12,7 +11,9 @@ from kefu_shared.runtime import ServiceRuntime
 from kefu_notifier.handlers import NotifierDeps, accept_request
 
 
-def register_consumers(runtime: ServiceRuntime, deps: NotifierDeps, *, workers: int = 1) -> None:
+def register_consumers(
+    runtime: ServiceRuntime, deps: NotifierDeps, *, workers: int = 1, batch_records: int = 100
+) -> None:
     async def on_notification_requested(envelope: Envelope[NotificationRequested]) -> None:
         # A body that does not parse or fails the contract never gets here: the kernel
         # dead-letters it with pydantic's reason. The envelope's own type is checked here.
@@ -29,12 +30,13 @@ def register_consumers(runtime: ServiceRuntime, deps: NotifierDeps, *, workers: 
             deps=deps,
         )
 
-    # Not used as a decorator: with the kernel's option dict mypy cannot pick the overload,
-    # so the subscriber is typed explicitly instead of silencing the checker.
-    subscriber: DefaultSubscriber = runtime.broker.subscriber(
+    # In batches: one fetch and one commit for many requests, each still handled alone.
+    runtime.batch_subscriber(
         runtime.topic(topics.NOTIFICATION_REQUESTS),
+        model=Envelope[NotificationRequested],
+        handle=on_notification_requested,
         title="notification-requests",
         description="NotificationRequested v1 from any kefu service; keyed by customer id.",
-        **runtime.subscriber_options(max_workers=workers),
+        concurrency=workers,
+        max_records=batch_records,
     )
-    subscriber(on_notification_requested)

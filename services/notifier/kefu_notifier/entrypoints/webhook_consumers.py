@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from faststream.kafka.subscriber.usecase import DefaultSubscriber
 from kefu_shared import topics
 from kefu_shared.envelope import Envelope
 from kefu_shared.runtime import ServiceRuntime
@@ -25,19 +24,30 @@ WEBHOOK_SOURCE_TOPICS = (
 """Every topic of published kefu events (the topics of ``topics.EVENTS_TOPIC_OF_SERVICE``)."""
 
 
-def register_webhook_consumers(runtime: ServiceRuntime, deps: WebhookDeps, *, group: str) -> None:
+def register_webhook_consumers(
+    runtime: ServiceRuntime,
+    deps: WebhookDeps,
+    *,
+    group: str,
+    concurrency: int = 1,
+    batch_records: int = 100,
+) -> None:
     async def on_event(envelope: Envelope[Any]) -> None:
         # Any event type is welcome (the subscriptions decide); a body that is not a kefu
         # envelope never gets here: the kernel dead-letters it with pydantic's reason.
         await fan_out(envelope, deps)
 
     # One consumer for all the topics, not one each: a single member joins the group, so a
-    # start or a rebalance costs one join instead of five.
-    subscriber: DefaultSubscriber = runtime.broker.subscriber(
+    # start or a rebalance costs one join instead of five. In batches: every kefu event passes
+    # here, so a fetch and a commit per event would cost more than the fan-out itself.
+    runtime.batch_subscriber(
         *(runtime.topic(t) for t in WEBHOOK_SOURCE_TOPICS),
+        model=Envelope[Any],
+        handle=on_event,
         title="webhook-fan-out",
         description="Every kefu event, POSTed to the webhook subscriptions whose event types "
         "match it.",
-        **runtime.subscriber_options(group_id=group),
+        concurrency=concurrency,
+        max_records=batch_records,
+        group_id=group,
     )
-    subscriber(on_event)
