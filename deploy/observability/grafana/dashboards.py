@@ -429,7 +429,9 @@ def service_rows(service: str) -> list[Row]:
                         for q in (0.5, 0.95)
                     ],
                     unit="s",
-                    description="Includes retries with backoff: a slow dependency shows here.",
+                    description="Includes retries with backoff: a slow dependency shows here. "
+                    "Batch consumers (inquiry intake, notification requests, webhook fan-out) "
+                    "report one duration per batch of up to CONSUMER_BATCH_RECORDS records.",
                 ),
                 Panel(
                     "Messages in process and exceptions",
@@ -667,6 +669,7 @@ def overview() -> Dashboard:
                         ],
                         unit="s",
                         width=8,
+                        description="Per handled message, or per batch for batch consumers.",
                     ),
                     Panel(
                         "Saturation: messages in process",
