@@ -72,10 +72,26 @@ def read_pid(pid_file: Path) -> int | None:
         return None
 
 
+def _cmdline(proc: Path) -> str:
+    """The command line; empty only while the process is between exec and its first run, so
+    an empty one is read again a few times before it counts."""
+    for _ in range(5):
+        raw = (proc / "cmdline").read_bytes()
+        if raw:
+            break
+        time.sleep(0.02)
+    return raw.replace(b"\0", b" ").decode(errors="replace")
+
+
 def is_alive(pid: int, marker: str | None = None) -> bool:
     """True if pid runs and is not a zombie; with a marker, its command line must contain it."""
     child = _CHILDREN.get(pid)
-    if child is not None and child.poll() is not None:
+    if child is not None:
+        # Our own child: poll() knows exactly. Its /proc entry may not: right after the start,
+        # FerretDB's binary showed an empty command line for a moment (read mid-exec), which
+        # made a running server look gone ("exited during startup") and left it orphaned.
+        if child.poll() is None:
+            return True
         del _CHILDREN[pid]
         return False
     try:
@@ -91,7 +107,7 @@ def is_alive(pid: int, marker: str | None = None) -> bool:
         stat = (proc / "stat").read_text()
         if stat.rsplit(")", 1)[1].split()[0] == "Z":
             return False
-        cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        cmdline = _cmdline(proc)
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return False
     return marker is None or marker in cmdline

@@ -201,3 +201,17 @@ def test_down_stops_both_servers_and_closes_their_ports(
     assert not status["mongodb"]["running"]
     assert not local_infra.kafka.pid_file.exists()
     assert not local_infra.ferretdb.pid_file.exists()
+
+
+def test_up_and_down_again_and_again_never_lose_track_of_a_server(
+    local_infra: LocalInfra,
+) -> None:
+    # Right after its start FerretDB's /proc command line read empty for a moment: the runner
+    # took the running server for dead ("exited during startup"), and `down` then left it
+    # running, orphaned, holding the port for every later `up` (one benchmark run in five).
+    for _ in range(3):
+        local_infra.up(timeout=120)
+        assert local_infra.status()["mongodb"]["running"]
+        local_infra.down()
+        for port in (KAFKA_PORT, MONGO_PORT):
+            assert not port_open("127.0.0.1", port), f"port {port} still open after down"
