@@ -74,9 +74,6 @@ class RecordBatchHandler:
         sequences: dict[tuple[str, int, Any], list[ConsumerRecord[Any, Any]]] = {}
         for record in records:
             sequences.setdefault((record.topic, record.partition, record.key), []).append(record)
-        if len(sequences) == 1:
-            await self._in_order(next(iter(sequences.values())))
-            return
         room = asyncio.Semaphore(self._concurrency)
 
         async def sequence(items: list[ConsumerRecord[Any, Any]]) -> None:

@@ -39,7 +39,7 @@ from kefu_shared.mongo import Document, IndexSpec, ensure_indexes, make_client, 
 from kefu_shared.observability import instrument_pymongo, make_tracer_provider
 from kefu_shared.outbox import OutboxMessage, OutboxMetrics, OutboxRelay
 from kefu_shared.producer_renewal import ProducerRenewal
-from kefu_shared.settings import ServiceSettings
+from kefu_shared.settings import BatchConsumerSettings, ServiceSettings
 from kefu_shared.tracing import continue_trace
 
 log = logging.getLogger(__name__)
@@ -91,20 +91,21 @@ class ServiceRuntime:
         handle: HandleOne,
         title: str,
         description: str = "",
-        concurrency: int,
-        max_records: int,
         group_id: str = "",
     ) -> RecordBatchHandler:
         """Consume ``topics`` (full names, ``self.topic(...)``) in batches, each record decoded
-        as ``model`` and handled alone (``kefu_shared.batches``)."""
+        as ``model`` and handled alone (``kefu_shared.batches``); how many records at once and
+        per fetch are the service's ``BatchConsumerSettings``."""
+        if not isinstance(self.settings, BatchConsumerSettings):
+            raise TypeError(f"{self.name}: batch consumers need BatchConsumerSettings")
         return batch_subscriber(
             self.broker,
             *topics,
             model=model,
             handle=handle,
             tracer_provider=self.tracer_provider,
-            concurrency=concurrency,
-            max_records=max_records,
+            concurrency=self.settings.consumer_workers,
+            max_records=self.settings.consumer_batch_records,
             title=title,
             description=description,
             **self.subscriber_options(**({"group_id": group_id} if group_id else {})),

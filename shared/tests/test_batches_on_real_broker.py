@@ -4,12 +4,12 @@ retries and dead letter), the batch's offsets committed once it is done."""
 import asyncio
 import json
 from collections.abc import Callable
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from faststream.kafka import KafkaBroker
-from kefu_shared.batches import batch_subscriber
+from kefu_shared.batches import HandleOne, batch_subscriber
 from kefu_shared.broker import subscriber_options
 from kefu_shared.envelope import Envelope, EventData
 from kefu_shared.observability import make_tracer_provider
@@ -47,6 +47,24 @@ async def produce_all(bootstrap: str, topic: str, records: list[Record]) -> None
         await producer.stop()
 
 
+def subscribe(
+    broker: KafkaBroker, service: str, topic: str, handle: HandleOne, concurrency: int
+) -> dict[str, Any]:
+    """The parcel scans of ``topic`` in batches; returns the subscriber options used."""
+    options = subscriber_options(service)
+    batch_subscriber(
+        broker,
+        topic,
+        model=Envelope[ParcelScanned],
+        handle=handle,
+        tracer_provider=make_tracer_provider(service),
+        concurrency=concurrency,
+        title="parcel-scans",
+        **options,
+    )
+    return options
+
+
 async def committed(bootstrap: str, group: str, topic: str) -> int:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
@@ -75,17 +93,7 @@ async def test_a_batch_is_handled_record_by_record_in_key_order_and_committed_on
         in_flight -= 1
         handled.append((event.data.parcel_id, event.data.step))
 
-    options = subscriber_options(service)
-    batch_subscriber(
-        broker,
-        topic,
-        model=Envelope[ParcelScanned],
-        handle=on_scan,
-        tracer_provider=make_tracer_provider(service),
-        concurrency=8,
-        title="parcel-scans",
-        **options,
-    )
+    options = subscribe(broker, service, topic, on_scan, concurrency=8)
     invalid = json.loads(body("p-bad", 1))
     invalid["data"]["step"] = "third"
     records: list[Record] = [
@@ -133,16 +141,7 @@ async def test_one_failing_record_is_retried_or_dead_lettered_alone(
             raise RuntimeError("courier API keeps failing")
         handled.append(parcel)
 
-    batch_subscriber(
-        broker,
-        topic,
-        model=Envelope[ParcelScanned],
-        handle=on_scan,
-        tracer_provider=make_tracer_provider(service),
-        concurrency=4,
-        title="parcel-scans",
-        **subscriber_options(service),
-    )
+    subscribe(broker, service, topic, on_scan, concurrency=4)
     parcels = ["p-1", "p-outage", "p-2", "p-broken", "p-3"]
     await produce_all(kafka_bootstrap, topic, [(p.encode(), body(p, 0)) for p in parcels])
     async with broker:

@@ -73,8 +73,8 @@ def read_pid(pid_file: Path) -> int | None:
 
 
 def _cmdline(proc: Path) -> str:
-    """The command line; empty only while the process is between exec and its first run, so
-    an empty one is read again a few times before it counts."""
+    """The command line. Read right after a start it was seen empty (FerretDB, from the runner's
+    own process), so an empty one is read again a few times before it counts."""
     for _ in range(5):
         raw = (proc / "cmdline").read_bytes()
         if raw:

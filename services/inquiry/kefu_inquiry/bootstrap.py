@@ -52,14 +52,7 @@ def create_app(
         bot_min_score=settings.bot_min_score,
         clock=clock,
     )
-    consumers.register(
-        runtime,
-        deps,
-        channels,
-        settings.consumer_group_for,
-        concurrency=settings.consumer_workers,
-        batch_records=settings.consumer_batch_records,
-    )
+    consumers.register(runtime, deps, channels, settings.consumer_group_for)
 
     # Erasure requests out (admin API) and in (every service erases its own data).
     privacy_store = runtime.document_store(privacy.PRIVACY)

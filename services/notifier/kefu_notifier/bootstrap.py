@@ -183,12 +183,7 @@ def create_app(
 
     runtime.background.append(delivery_due_reconcile)
 
-    register_consumers(
-        runtime,
-        deps,
-        workers=settings.consumer_workers,
-        batch_records=settings.consumer_batch_records,
-    )
+    register_consumers(runtime, deps)
     webhooks = build_webhooks(
         runtime,
         settings,
@@ -276,11 +271,5 @@ def build_webhooks(
         await dispatcher.run()
 
     runtime.background.append(dispatch_webhooks)
-    register_webhook_consumers(
-        runtime,
-        deps,
-        group=settings.webhook_group(),
-        concurrency=settings.consumer_workers,
-        batch_records=settings.consumer_batch_records,
-    )
+    register_webhook_consumers(runtime, deps, group=settings.webhook_group())
     return deps

@@ -46,9 +46,6 @@ def register(
     deps: Deps,
     channels: tuple[Channel, ...],
     group_for: Callable[[Channel], str],
-    *,
-    concurrency: int,
-    batch_records: int,
 ) -> None:
     for channel in channels:
         # In batches: one fetch and one commit for many messages, each still handled alone
@@ -58,7 +55,5 @@ def register(
             model=Envelope[CustomerMessage],
             handle=_handler(channel, deps),
             title=f"inquiry-inbound-{channel.value}",
-            concurrency=concurrency,
-            max_records=batch_records,
             group_id=group_for(channel),
         )

@@ -11,9 +11,7 @@ from kefu_shared.runtime import ServiceRuntime
 from kefu_notifier.handlers import NotifierDeps, accept_request
 
 
-def register_consumers(
-    runtime: ServiceRuntime, deps: NotifierDeps, *, workers: int = 1, batch_records: int = 100
-) -> None:
+def register_consumers(runtime: ServiceRuntime, deps: NotifierDeps) -> None:
     async def on_notification_requested(envelope: Envelope[NotificationRequested]) -> None:
         # A body that does not parse or fails the contract never gets here: the kernel
         # dead-letters it with pydantic's reason. The envelope's own type is checked here.
@@ -37,6 +35,4 @@ def register_consumers(
         handle=on_notification_requested,
         title="notification-requests",
         description="NotificationRequested v1 from any kefu service; keyed by customer id.",
-        concurrency=workers,
-        max_records=batch_records,
     )

@@ -24,14 +24,7 @@ WEBHOOK_SOURCE_TOPICS = (
 """Every topic of published kefu events (the topics of ``topics.EVENTS_TOPIC_OF_SERVICE``)."""
 
 
-def register_webhook_consumers(
-    runtime: ServiceRuntime,
-    deps: WebhookDeps,
-    *,
-    group: str,
-    concurrency: int = 1,
-    batch_records: int = 100,
-) -> None:
+def register_webhook_consumers(runtime: ServiceRuntime, deps: WebhookDeps, *, group: str) -> None:
     async def on_event(envelope: Envelope[Any]) -> None:
         # Any event type is welcome (the subscriptions decide); a body that is not a kefu
         # envelope never gets here: the kernel dead-letters it with pydantic's reason.
@@ -47,7 +40,5 @@ def register_webhook_consumers(
         title="webhook-fan-out",
         description="Every kefu event, POSTed to the webhook subscriptions whose event types "
         "match it.",
-        concurrency=concurrency,
-        max_records=batch_records,
         group_id=group,
     )
