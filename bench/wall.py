@@ -184,7 +184,7 @@ async def profile_inquiry(
 async def profile_notifier(
     bootstrap: str, uri: str, run: str, messages: int, listener: CommandTimes
 ) -> dict[str, Any]:
-    from kefu_notifier import handlers
+    from kefu_notifier import handlers, intake
     from kefu_notifier.bootstrap import create_app
     from kefu_notifier.settings import NotifierSettings
     from kefu_shared.contracts.notifier import NotificationRequested
@@ -217,13 +217,13 @@ async def profile_notifier(
     wall: dict[str, float] = {}
     profiler = Profiler(async_mode="enabled", interval=0.0005)
     try:
-        await handlers.accept_request(
+        await intake.accept_request(
             request(-1), message_id=f"{run}-w", correlation_id="warm", deps=deps
         )
         at_once: Any = deps.at_once
         if at_once is not None:
             await at_once.drain()
-            _tag_at_once(at_once, "notifier: attempt at once (send)")
+            _tag_at_once(at_once, "notifier: send at once")
         await handlers.dispatch_due(deps, limit=50)
         await runtime.relay.idle()
         await runtime.relay.relay_once()
@@ -235,13 +235,13 @@ async def profile_notifier(
             req = request(i)
             await _timed(
                 "notifier: accept_request",
-                lambda r=req, i=i: handlers.accept_request(
+                lambda r=req, i=i: intake.accept_request(
                     r, message_id=f"{run}-r{i}", correlation_id=f"{run}-{i}", deps=deps
                 ),
                 wall,
             )
             if at_once is not None:  # accepted deliveries are attempted at once
-                await _timed("notifier: attempt at once (send)", at_once.drain, wall)
+                await _timed("notifier: send at once", at_once.drain, wall)
             else:
                 await _timed(
                     "notifier: dispatch_due (send)",
@@ -276,13 +276,13 @@ def _tag_relay(relay: Any, step: str) -> None:
 
 def _tag_at_once(at_once: Any, step: str) -> None:
     """Charge the notifier's attempts at once to their own step (same reason as the relay)."""
-    attempt = at_once._attempt
+    send = at_once._send
 
-    async def tagged(key: str) -> None:
+    async def tagged(*args: Any) -> None:
         STEP.set(step)
-        await attempt(key)
+        await send(*args)
 
-    at_once._attempt = tagged
+    at_once._send = tagged
 
 
 def render(results: dict[str, Any]) -> str:

@@ -6,11 +6,12 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from fastapi import FastAPI
 from kefu_shared import topics
-from kefu_shared.documents import DueTimes, VersionedDocumentStore
+from kefu_shared.documents import VersionedDocumentStore
 from kefu_shared.http import create_http_app
 from kefu_shared.retention import RetentionJob, RetentionRule
 from kefu_shared.runtime import ServiceRuntime, build_runtime
@@ -124,14 +125,17 @@ def create_app(
     # stores seal on write and open on read; the delivery logs' projections leave them out.
     sealed = encryption.sealed_fields(settings.field_cipher())
 
-    def sealed_store(collection: str, due: DueTimes | None = None) -> VersionedDocumentStore:
-        return runtime.document_store(collection, sealed=sealed[collection], due=due)
+    def sealed_store(collection: str, **options: Any) -> VersionedDocumentStore:
+        return runtime.document_store(collection, sealed=sealed[collection], **options)
 
     delivery_due = delivery_due_times(runtime.db[DELIVERIES], runtime.db[DELIVERIES_DUE])
-    deliveries = sealed_store(DELIVERIES, delivery_due)
+    deliveries = sealed_store(DELIVERIES, due=delivery_due)
     deps = NotifierDeps(
         deliveries=deliveries,
-        customers=sealed_store(CUSTOMERS),
+        # A customer remembers the idempotency keys of its last requests judged at intake, so a
+        # request redelivered after a crash does not take a second rate-limit slot there
+        # (``kefu_notifier.intake``); redeliveries follow within seconds, a few keys suffice.
+        customers=sealed_store(CUSTOMERS, applied_limit=16),
         delivery_log=DeliveryLog(deliveries.collection, delivery_due),
         renderer=JinjaRenderer(),
         senders=build_senders(settings, channel_overrides),
@@ -217,7 +221,10 @@ def create_app(
     runtime.background.append(free_text_retention)
     erasure_consumer.register_erasure(runtime, clock or utc_now)
     routers = [make_router(deps), make_webhook_router(webhooks)]
-    return create_http_app(runtime, routers, description=DESCRIPTION)
+    app = create_http_app(runtime, routers, description=DESCRIPTION)
+    app.state.deps = deps
+    app.state.runtime = runtime
+    return app
 
 
 def build_webhooks(

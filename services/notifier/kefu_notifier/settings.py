@@ -41,9 +41,10 @@ class NotifierSettings(BatchConsumerSettings):
         default=50,
         ge=0,
         le=1000,
-        description="Deliveries attempted as soon as they are accepted, at most this many at a "
-        "time (their due times are written only if they stay due); beyond that, and with 0, "
-        "they wait for the dispatcher's scan of the due times.",
+        description="Deliveries judged by the policies as they are accepted and sent at once, "
+        "at most this many at a time (recorded already claimed; their due times are written "
+        "only if they stay due); beyond that, and with 0, they are recorded pending and wait "
+        "for the dispatcher's scan of the due times.",
     )
     due_reconcile_seconds: float = Field(
         default=300.0,

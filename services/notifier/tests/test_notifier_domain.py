@@ -22,6 +22,7 @@ from kefu_notifier.domain.policies import (
     RateLimit,
     Route,
     decide_attempt,
+    judge,
     routes_for,
 )
 from kefu_notifier.domain.ports import TemplateError
@@ -295,6 +296,53 @@ def test_a_delivery_retries_with_backoff_then_fails_and_a_sent_one_is_final() ->
     assert not sent.is_due(now + timedelta(days=365))
     with pytest.raises(DeliveryNotDue):
         sent.claim(now + timedelta(days=1), timedelta(minutes=2))
+
+
+def test_a_verdict_takes_a_rate_limit_slot_only_when_the_notice_goes_now() -> None:
+    now = datetime(2026, 11, 10, 4, tzinfo=UTC)  # noon in Shanghai
+    lease = timedelta(minutes=2)
+    limit = RateLimit(2, timedelta(hours=1))
+    full = [now - timedelta(minutes=50), now - timedelta(minutes=10)]
+
+    def verdict(purpose: Purpose, sent: list[datetime], at: datetime = now, **prefs: Any) -> Any:
+        return judge(
+            purpose=purpose,
+            routes=ROUTES,
+            preferences=Preferences(**prefs),
+            recent_sends=sent,
+            quiet_hours=QUIET,
+            rate_limit=limit,
+            transactional=purpose is Purpose.VERIFICATION_CODE,
+            now=at,
+        )
+
+    goes = verdict(Purpose.SHIPPING_NOTICE, [*full[1:], now - timedelta(hours=2)])
+    assert goes.sends_now
+    assert goes.route == ROUTES[0]
+    assert goes.recent_sends == (full[1], now)  # the expired send is forgotten
+    claimed = make_delivery(now).judged(goes, now, lease)
+    assert (claimed.status, claimed.next_attempt_at) == (DeliveryStatus.SENDING, now + lease)
+
+    waits = verdict(Purpose.SHIPPING_NOTICE, full)
+    assert not waits.sends_now
+    deferred = make_delivery(now).judged(waits, now, lease)
+    assert (deferred.status, deferred.reason) == (DeliveryStatus.DEFERRED, "rate_limit")
+    assert deferred.next_attempt_at == full[0] + timedelta(hours=1)
+
+    code = verdict(Purpose.VERIFICATION_CODE, full)  # transactional: goes, and still counts
+    assert code.recent_sends == (*full, now)
+
+    opted_out = verdict(
+        Purpose.SHIPPING_NOTICE, [], opted_out_purposes=frozenset({Purpose.SHIPPING_NOTICE})
+    )
+    suppressed = make_delivery(now).judged(opted_out, now, lease)
+    assert (suppressed.status, opted_out.recent_sends) == (DeliveryStatus.SUPPRESSED, None)
+
+    night = now + timedelta(hours=12)  # midnight in Shanghai: the SMS waits, takes no slot
+    at_night = verdict(Purpose.SHIPPING_NOTICE, [], at=night)
+    assert (at_night.defer_reason, at_night.recent_sends) == ("quiet_hours", None)
+    with pytest.raises(DeliveryNotDue):  # a verdict applies only to a delivery still due
+        claimed.judged(goes, now, lease)
 
 
 def test_quiet_hours_with_an_offset_of_their_own_stop_the_start_naming_the_variable(

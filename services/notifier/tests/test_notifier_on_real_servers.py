@@ -21,6 +21,7 @@ from kefu_shared import topics
 from kefu_shared.testing import eventually, produce, read_topic
 from notifier_testkit import FakeClock, HttpProvider, ReceivedRequest, SmtpServer, publish, request
 from pymongo import AsyncMongoClient
+from pymongo.errors import AutoReconnect
 
 pytestmark = pytest.mark.integration
 
@@ -208,6 +209,96 @@ async def test_a_notice_attempted_as_soon_as_it_is_accepted_writes_no_due_time(
             assert await db["deliveries_due"].count_documents({}) == 0
 
     assert len(push.requests) == 1
+
+
+def push_request(key: str, customer_id: str = "c-9") -> Any:
+    return request(
+        key,
+        customer_id=customer_id,
+        purpose="inquiry_acknowledgement",
+        parameters={"inquiry_id": "I-1"},
+        preferred_channel="app_push",
+        recipient={"app_push_token": "token-9"},
+    )
+
+
+async def test_a_request_cut_between_its_rate_limit_slot_and_its_record_is_sent_once(
+    make_settings: SettingsFactory,
+    run: Run,
+    kafka_bootstrap: str,
+    prefix: str,
+    mongo_client: AsyncMongoClient[dict[str, Any]],
+    service_overrides: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    db = mongo_client[service_overrides["mongodb_database"]]
+    topic = prefix + topics.NOTIFICATION_REQUESTS
+    with HttpProvider() as push:
+        app = create_app(make_settings(app_push_url=push.url, rate_limit_per_customer=10))
+        # The store is lost after the customer's write (contact card and rate-limit slot) and
+        # before the delivery's insert: the consumer retries the request, as a redelivery would.
+        deliveries = app.state.deps.deliveries.collection
+        insert = deliveries.insert_one
+        cut: list[str] = []
+
+        async def insert_cut_once(document: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+            if not cut:
+                cut.append(document["_id"])
+                raise AutoReconnect("connection to the store lost")
+            return await insert(document, *args, **kwargs)
+
+        monkeypatch.setattr(deliveries, "insert_one", insert_cut_once)
+        envelope = push_request("ack-cut")
+        async with run(app) as client:
+            await publish(kafka_bootstrap, topic, envelope)
+            await eventually(lambda: has_status(client, "ack-cut", "sent"))
+            # Redelivered once more after its send, then the customer's next notice.
+            await publish(kafka_bootstrap, topic, envelope)
+            await publish(kafka_bootstrap, topic, push_request("ack-next"))
+            await eventually(lambda: has_status(client, "ack-next", "sent"))
+            cut_log, next_log = [await status_of(client, k) for k in ("ack-cut", "ack-next")]
+        customer = await db["customers"].find_one({"_id": "c-9"})
+
+    assert cut == ["ack-cut"]
+    sent_ids = [r.headers["x-kefu-delivery-id"] for r in push.requests]
+    assert sent_ids == [cut_log["delivery_id"], next_log["delivery_id"]]
+    # The cut notice counts twice in the window (the slot taken before the cut and the one its
+    # retry took), never zero times; its redelivery after the send took none.
+    assert customer is not None
+    assert len(customer["recent_sends"]) == 3
+
+
+async def test_a_notice_cut_after_it_was_recorded_claimed_is_sent_once_after_a_restart(
+    make_settings: SettingsFactory,
+    run: Run,
+    kafka_bootstrap: str,
+    prefix: str,
+    mongo_client: AsyncMongoClient[dict[str, Any]],
+    service_overrides: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    db = mongo_client[service_overrides["mongodb_database"]]
+    topic = prefix + topics.NOTIFICATION_REQUESTS
+    envelope = push_request("ack-claimed")
+    with HttpProvider() as push:
+        settings = make_settings(app_push_url=push.url, send_lease_seconds=1)
+        app = create_app(settings)
+        # The process dies right after the delivery's insert (claimed): its send never starts.
+        monkeypatch.setattr(app.state.deps.at_once, "start", lambda claimed, route: None)
+        async with run(app) as client:
+            await publish(kafka_bootstrap, topic, envelope)
+            await eventually(lambda: has_status(client, "ack-claimed", "sending"))
+            # Held back while it is sent at once, so the crash leaves no due entry.
+            assert await db["deliveries_due"].count_documents({}) == 0
+        assert push.requests == []
+
+        async with run(create_app(settings)) as client:  # its reconcile pass finds it
+            await publish(kafka_bootstrap, topic, envelope)  # and the request is redelivered
+            await eventually(lambda: has_status(client, "ack-claimed", "sent"))
+            log = await status_of(client, "ack-claimed")
+
+    assert [r.headers["x-kefu-delivery-id"] for r in push.requests] == [log["delivery_id"]]
+    assert log["attempts"] == 1
 
 
 async def test_a_failing_http_provider_is_retried_with_the_same_delivery_id(

@@ -117,8 +117,12 @@ def preferences_from_state(s: Document | None) -> Preferences:
     )
 
 
+RECENT_SENDS_FIELD = "recent_sends"
+"""A customer's sends still in the rate-limit window (``RateLimit.recent``)."""
+
+
 def recent_sends_from_state(s: Document | None) -> list[datetime]:
-    return list(s.get("recent_sends", ())) if s else []
+    return list(s.get(RECENT_SENDS_FIELD, ())) if s else []
 
 
 # What a notice said: purged from finished deliveries after the retention period.

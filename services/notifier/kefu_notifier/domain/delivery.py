@@ -7,6 +7,9 @@ Lifecycle::
        │                  │ ──permanent error / attempts exhausted──> failed
     deferred <──policy────┘ (quiet hours, rate limit)        suppressed (opted out)
 
+A request attempted as soon as it is accepted is judged before it is first recorded, so it is
+recorded ``sending`` (or deferred, or suppressed) straight away.
+
 ``sent``, ``failed`` and ``suppressed`` are final: nothing moves a delivery out of them, which
 is what makes a redelivered request or a late retry unable to send twice.
 """
@@ -19,7 +22,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from kefu_notifier.domain.catalogue import ChannelKind, Purpose
-from kefu_notifier.domain.policies import Backoff, Route
+from kefu_notifier.domain.policies import Backoff, Route, Verdict
 
 
 class DeliveryStatus(StrEnum):
@@ -165,6 +168,19 @@ class Delivery:
         return replace(
             self, status=DeliveryStatus.SENDING, next_attempt_at=now + lease, updated_at=now
         )
+
+    def judged(self, verdict: Verdict, now: datetime, lease: timedelta) -> Delivery:
+        """Where the policies' verdict leaves a due delivery: suppressed, deferred, or claimed
+        for sending on the verdict's route."""
+        self._require_due(now)
+        if verdict.suppress_reason is not None:
+            return self.suppress(verdict.suppress_reason, now)
+        if verdict.route is None:
+            raise ValueError("a verdict that does not suppress names a route")
+        if verdict.defer_until is not None:
+            reason = verdict.defer_reason or "quiet_hours"
+            return self.defer(verdict.defer_until, reason, verdict.route.channel, now)
+        return self.claim(now, lease)
 
     def defer(self, until: datetime, reason: str, channel: ChannelKind, now: datetime) -> Delivery:
         return replace(

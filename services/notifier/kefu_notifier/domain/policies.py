@@ -133,7 +133,8 @@ def decide_attempt(
     transactional: bool,
     now: datetime,
 ) -> Decision:
-    """Apply opt-out and quiet hours (the rate limit needs the customer's history: see handlers).
+    """Apply opt-out and quiet hours (the rate limit, which needs the customer's history of
+    sends, is ``judge``'s).
 
     Opted-out channels are skipped in favour of the next route; only when every route is opted
     out is the notice suppressed. Quiet hours apply to the route that will be used: deferring
@@ -152,3 +153,57 @@ def decide_attempt(
         if until is not None:
             return Decision(send=route, defer_until=until, defer_reason="quiet_hours")
     return Decision(send=route)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the policies make of a due notice for one customer as stored: suppress it, defer it,
+    or send it now on ``route``, taking a slot in the customer's rate-limit window."""
+
+    route: Route | None = None
+    suppress_reason: str | None = None
+    defer_until: datetime | None = None
+    defer_reason: str | None = None
+    recent_sends: tuple[datetime, ...] | None = None
+    """Set when it goes now: the customer's sends in the window, this one included."""
+
+    @property
+    def sends_now(self) -> bool:
+        return self.recent_sends is not None
+
+
+def judge(
+    *,
+    purpose: Purpose,
+    routes: Sequence[Route],
+    preferences: Preferences,
+    recent_sends: Iterable[datetime],
+    quiet_hours: QuietHours,
+    rate_limit: RateLimit,
+    transactional: bool,
+    now: datetime,
+) -> Verdict:
+    """Opt-out and quiet hours first (``decide_attempt``), then the rate limit, which
+    transactional notices ignore but still count in: a customer who just received a
+    verification code has just received a notice."""
+    decision = decide_attempt(
+        purpose=purpose,
+        routes=routes,
+        preferences=preferences,
+        quiet_hours=quiet_hours,
+        transactional=transactional,
+        now=now,
+    )
+    if decision.suppress_reason is not None:
+        return Verdict(suppress_reason=decision.suppress_reason)
+    if decision.defer_until is not None:
+        return Verdict(
+            route=decision.send,
+            defer_until=decision.defer_until,
+            defer_reason=decision.defer_reason or "quiet_hours",
+        )
+    if not transactional:
+        slot = rate_limit.next_slot(recent_sends, now)
+        if slot is not None:
+            return Verdict(route=decision.send, defer_until=slot, defer_reason="rate_limit")
+    return Verdict(route=decision.send, recent_sends=(*rate_limit.recent(recent_sends, now), now))

@@ -8,7 +8,8 @@ from kefu_shared.dead_letter import PoisonMessage
 from kefu_shared.envelope import Envelope
 from kefu_shared.runtime import ServiceRuntime
 
-from kefu_notifier.handlers import NotifierDeps, accept_request
+from kefu_notifier.handlers import NotifierDeps
+from kefu_notifier.intake import accept_request
 
 
 def register_consumers(runtime: ServiceRuntime, deps: NotifierDeps) -> None:
