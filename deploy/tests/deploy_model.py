@@ -55,13 +55,6 @@ class EnvVar:
     secret: bool
 
 
-def settings_class(service: str) -> type[Any] | None:
-    """The service's ``ServiceSettings`` subclass, or None while the service has none yet."""
-    from kefu_shared.settings import settings_class_of
-
-    return settings_class_of(service)
-
-
 def env_vars(cls: type[Any]) -> list[EnvVar]:
     """Every environment variable a settings class reads, as pydantic-settings names it."""
     from pydantic import AliasChoices

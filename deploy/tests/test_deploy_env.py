@@ -19,8 +19,8 @@ from deploy_model import (
     env_vars,
     kefu_deployments,
     service_prefix,
-    settings_class,
 )
+from kefu_shared.settings import settings_class_of
 
 K8S_VARIANTS = ("dev", "production", "production+components", "production+components+kafka-tls")
 
@@ -32,7 +32,7 @@ def service(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def settings(service: str) -> type[Any]:
-    cls = settings_class(service)
+    cls = settings_class_of(service)
     if cls is None:
         pytest.skip(f"kefu_{service}.settings has no ServiceSettings subclass yet")
     return cls

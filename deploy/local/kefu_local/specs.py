@@ -14,19 +14,15 @@ from typing import Any
 
 import httpx
 from kefu_shared.catalogue import export_schemas, render_catalogue
-from kefu_shared.settings import ServiceSettings, settings_class_of
+from kefu_shared.settings import settings_class_of
 
 SERVICES = ("inquiry", "notifier", "orders", "aftersales", "feedback")
 # Placeholders: building an app connects to nothing, and the documents name no real host.
 PLACEHOLDERS = {"kafka_bootstrap_servers": "kafka:9092", "mongodb_uri": "mongodb://mongo:27017"}
 
 
-def settings_class(service: str) -> type[ServiceSettings] | None:
-    return settings_class_of(service)
-
-
 def asyncapi_document(service: str) -> dict[str, Any] | None:
-    cls = settings_class(service)
+    cls = settings_class_of(service)
     if cls is None:
         return None
     try:

@@ -97,12 +97,8 @@ async def _judge_at_intake(
     def decide(current: Stored | None) -> Change | None:
         judged.clear()
         before: Document = current.state if current else {}
-        state = dict(before)
-        known = before.get(CONTACT_FIELD) or {}
-        contact = {**known, **given}
-        if contact != known:
-            state[CONTACT_FIELD] = contact
-        addressed = _addressed(request, given, known)
+        state = {**_with_contact(before, given)}
+        addressed = _addressed(request, given, before.get(CONTACT_FIELD) or {})
         delivery = _intake(addressed, message_id, correlation_id, deps, now)
         route = None
         if delivery.status is DeliveryStatus.PENDING:
@@ -186,6 +182,14 @@ def _given_addresses(request: NotificationRequested) -> dict[str, str]:
     return {f: v for f in ADDRESS_FIELDS if (v := getattr(request.recipient, f))}
 
 
+def _with_contact(state: Document, given: dict[str, str]) -> Document:
+    """The customer's state with the request's addresses on its contact card (``state`` itself
+    when the card holds them already)."""
+    known = state.get(CONTACT_FIELD) or {}
+    contact = {**known, **given}
+    return state if contact == known else {**state, CONTACT_FIELD: contact}
+
+
 def _addressed(
     request: NotificationRequested, given: dict[str, str], known: dict[str, str]
 ) -> NotificationRequested:
@@ -209,11 +213,9 @@ async def _with_known_contact(
         return _addressed(request, given, known)
 
     def remember(current: Stored | None) -> Change | None:
-        state = dict(current.state) if current else {}
-        contact = {**(state.get(CONTACT_FIELD) or {}), **given}
-        if contact == state.get(CONTACT_FIELD):
-            return None
-        return Change({**state, CONTACT_FIELD: contact})
+        state = current.state if current else {}
+        updated = _with_contact(state, given)
+        return None if updated is state else Change(updated)
 
     await deps.customers.mutate(request.customer_id, remember)
     return request

@@ -21,6 +21,7 @@ from kefu_shared import topics
 from kefu_shared.testing import eventually, produce, read_topic
 from notifier_testkit import FakeClock, HttpProvider, ReceivedRequest, SmtpServer, publish, request
 from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import AutoReconnect
 
 pytestmark = pytest.mark.integration
@@ -50,9 +51,8 @@ Run = Callable[[FastAPI], AbstractAsyncContextManager[httpx.AsyncClient]]
 
 
 @pytest.fixture
-def run(mongo_client: AsyncMongoClient[dict[str, Any]], service_overrides: dict[str, Any]) -> Run:
+def run(db: AsyncDatabase[dict[str, Any]]) -> Run:
     """``running(app)``, and before stopping it, wait until the outbox relay published all."""
-    db = mongo_client[service_overrides["mongodb_database"]]
 
     async def drained() -> bool:
         return await db["deliveries"].count_documents({"outbox_pending": True}) == 0
@@ -64,6 +64,14 @@ def run(mongo_client: AsyncMongoClient[dict[str, Any]], service_overrides: dict[
             await eventually(drained)
 
     return run_app
+
+
+@pytest.fixture
+def db(
+    mongo_client: AsyncMongoClient[dict[str, Any]], service_overrides: dict[str, Any]
+) -> AsyncDatabase[dict[str, Any]]:
+    """The notifier's own database in this test."""
+    return mongo_client[service_overrides["mongodb_database"]]
 
 
 @pytest.fixture
@@ -156,10 +164,8 @@ async def test_a_send_cut_by_a_crash_before_its_due_time_was_recorded_is_retried
     run: Run,
     kafka_bootstrap: str,
     prefix: str,
-    mongo_client: AsyncMongoClient[dict[str, Any]],
-    service_overrides: dict[str, Any],
+    db: AsyncDatabase[dict[str, Any]],
 ) -> None:
-    db = mongo_client[service_overrides["mongodb_database"]]
     with SmtpServer() as smtp:
         settings = make_settings(smtp_host="127.0.0.1", smtp_port=smtp.port, smtp_security="none")
         async with run(create_app(settings)) as client:
@@ -185,14 +191,12 @@ async def test_a_notice_attempted_as_soon_as_it_is_accepted_writes_no_due_time(
     run: Run,
     kafka_bootstrap: str,
     prefix: str,
-    mongo_client: AsyncMongoClient[dict[str, Any]],
-    service_overrides: dict[str, Any],
+    db: AsyncDatabase[dict[str, Any]],
     at_once: int,
     entries_while_sending: int,
 ) -> None:
     import threading
 
-    db = mongo_client[service_overrides["mongodb_database"]]
     release = threading.Event()
     # The provider holds the call until released: the delivery is claimed and being sent.
     with HttpProvider(verify=lambda _: release.wait(10)) as push:
@@ -227,11 +231,9 @@ async def test_a_request_cut_between_its_rate_limit_slot_and_its_record_is_sent_
     run: Run,
     kafka_bootstrap: str,
     prefix: str,
-    mongo_client: AsyncMongoClient[dict[str, Any]],
-    service_overrides: dict[str, Any],
+    db: AsyncDatabase[dict[str, Any]],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    db = mongo_client[service_overrides["mongodb_database"]]
     topic = prefix + topics.NOTIFICATION_REQUESTS
     with HttpProvider() as push:
         app = create_app(make_settings(app_push_url=push.url, rate_limit_per_customer=10))
@@ -273,11 +275,9 @@ async def test_a_notice_cut_after_it_was_recorded_claimed_is_sent_once_after_a_r
     run: Run,
     kafka_bootstrap: str,
     prefix: str,
-    mongo_client: AsyncMongoClient[dict[str, Any]],
-    service_overrides: dict[str, Any],
+    db: AsyncDatabase[dict[str, Any]],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    db = mongo_client[service_overrides["mongodb_database"]]
     topic = prefix + topics.NOTIFICATION_REQUESTS
     envelope = push_request("ack-claimed")
     with HttpProvider() as push:
