@@ -13,7 +13,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from kefu_local.pytest_plugin import auth_header, running
+from kefu_notifier.adapters.webhook_store import SubscriptionDirectory, subscription_to_state
 from kefu_notifier.bootstrap import create_app
+from kefu_notifier.domain.webhook_subscription import Subscription
 from kefu_notifier.settings import NotifierSettings
 from kefu_shared import topics
 from kefu_shared.auth import Role
@@ -399,6 +401,52 @@ async def test_events_that_are_not_kefu_envelopes_go_to_the_dlq_and_the_rest_flo
     assert [d.value for d in dead] == [b"{not json", not_an_envelope]
     assert "invalid message" in dead[1].headers["x-dlq-reason"]
     assert "id: Field required" in dead[1].headers["x-dlq-reason"]
+
+
+async def test_a_subscription_made_while_the_list_was_being_read_is_not_cached_away(
+    mongo_client: AsyncMongoClient[dict[str, Any]], service_overrides: dict[str, Any], unique: str
+) -> None:
+    # The dispatcher's poll may be reading the list when the API creates a subscription; that
+    # stale read must not be cached past the API's invalidate(), or the fan-out would skip the
+    # new subscription's first events for a whole cache period (long here, to make it visible).
+    collection = mongo_client[service_overrides["mongodb_database"]][f"subs-{unique}"]
+    first_read_done, go_on = asyncio.Event(), asyncio.Event()
+
+    class ReadThenWait:
+        """find() reads at once (before the insert), then holds its answer until ``go_on``."""
+
+        def __init__(self, cursor: Any) -> None:
+            self._cursor = cursor
+
+        async def to_list(self) -> list[dict[str, Any]]:
+            docs: list[dict[str, Any]] = await self._cursor.to_list()
+            if not first_read_done.is_set():
+                first_read_done.set()
+                await go_on.wait()
+            return docs
+
+    class SlowReads:
+        def find(self, *args: Any) -> ReadThenWait:
+            return ReadThenWait(collection.find(*args))
+
+    directory = SubscriptionDirectory(SlowReads(), ttl=600)  # type: ignore[arg-type]
+    reading = asyncio.create_task(directory.recording())
+    await first_read_done.wait()
+    created = Subscription.create(
+        subscription_id="wh_race",
+        target_url="https://93.184.215.14/kefu",
+        event_types=("*",),
+        secret=SECRET,
+        description="",
+        created_by="test-admin",
+        now=datetime.now(UTC),
+    )
+    await collection.insert_one({"_id": "wh_race", **subscription_to_state(created)})
+    directory.invalidate()
+    go_on.set()
+
+    assert [s.subscription_id for s in await reading] == ["wh_race"]
+    assert await directory.active_ids() == ["wh_race"]
 
 
 async def _has(receiver: WebhookReceiver, *event_ids: str) -> bool:

@@ -235,20 +235,28 @@ class SubscriptionDirectory:
         self._cached: list[Subscription] | None = None
         self._loaded_at = 0.0
         self._lock = asyncio.Lock()
+        # Bumped by every invalidate(): a read that began before a write must not be cached
+        # after it, or the fan-out would skip the new subscription for a whole ``ttl``.
+        self._generation = 0
 
     def invalidate(self) -> None:
         self._cached = None
+        self._generation += 1
 
     async def recording(self) -> list[Subscription]:
         async with self._lock:
             fresh = self._monotonic() - self._loaded_at < self._ttl
             if self._cached is not None and fresh:
                 return self._cached
-            cursor = self._collection.find(
-                {"status": {"$in": [s.value for s in RECORDING_STATUSES]}},
-                SUBSCRIPTION_PROJECTION,
-            )
-            docs = await cursor.to_list()
+            while True:
+                generation = self._generation
+                cursor = self._collection.find(
+                    {"status": {"$in": [s.value for s in RECORDING_STATUSES]}},
+                    SUBSCRIPTION_PROJECTION,
+                )
+                docs = await cursor.to_list()
+                if generation == self._generation:
+                    break
             self._cached = [subscription_from_state(str(d["_id"]), d) for d in docs]
             self._loaded_at = self._monotonic()
             return self._cached
