@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -282,7 +282,7 @@ class Kefu:
         due = self.mongo[self.inquiry_db]["sla_due"]
         doc_id = f"probe-{self.run}"
         await c.insert_one(self.shapes.inquiry_doc(doc_id, relayed=True))
-        commands = {
+        commands: dict[str, Callable[[], Awaitable[Any]]] = {
             "find_one by _id (load)": lambda: c.find_one({"_id": doc_id}),
             "update_one {_id, version} (compare-and-set, MongoDB form)": lambda: c.update_one(
                 {"_id": doc_id, "version": 2}, {"$set": {"version": 2}}

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextvars
+import functools
 import gc
 import json
 import os
@@ -31,6 +32,7 @@ from kefu_local.infra import LocalInfra
 from kefu_shared import topics
 from pymongo import monitoring
 
+from bench import store_costs
 from bench.payloads import ARTICLE, customer_message, shapes
 from bench.procs import create_topics, delete_topics
 
@@ -164,7 +166,7 @@ async def profile_inquiry(
             ctx = handlers.Context(correlation_id=f"{run}-{i}", causation_id=f"{run}-e{i}")
             await _timed(
                 "inquiry: receive_message",
-                lambda m=message, c=ctx: handlers.receive_message(m, deps, c),
+                functools.partial(handlers.receive_message, message, deps, ctx),
                 wall,
             )
             await _timed("inquiry: outbox relay", runtime.relay.idle, wall)
@@ -235,8 +237,12 @@ async def profile_notifier(
             req = request(i)
             await _timed(
                 "notifier: accept_request",
-                lambda r=req, i=i: intake.accept_request(
-                    r, message_id=f"{run}-r{i}", correlation_id=f"{run}-{i}", deps=deps
+                functools.partial(
+                    intake.accept_request,
+                    req,
+                    message_id=f"{run}-r{i}",
+                    correlation_id=f"{run}-{i}",
+                    deps=deps,
                 ),
                 wall,
             )
@@ -308,7 +314,34 @@ def render(results: dict[str, Any]) -> str:
                 f"    {c['step']:<32} {c['command']:<8} {c['collection'][:12]:<12}"
                 f" {c['per_message']:>6} {c['ms_each']:>8}"
             )
+    lines += ["", *render_store_bound(results["store_costs"], results["store_bound"])]
     return "\n".join(lines)
+
+
+def render_store_bound(costs: dict[str, Any], bound: dict[str, Any]) -> list[str]:
+    lines = [
+        f"Store CPU per document (FerretDB + PostgreSQL), {store_costs.IN_FLIGHT} in flight,"
+        f" batches of {store_costs.BATCH}:",
+        f"  {'command':<20} {'ms CPU/doc':>10} {'docs/s':>9}",
+    ]
+    for kind, c in costs.items():
+        lines.append(f"  {kind:<20} {c['store_cpu_ms_per_doc']:>10} {c['docs_per_s']:>9}")
+    kefu, raw = bound["kefu"], bound["raw_same_io"]
+    mix = ", ".join(f"{n} {kind}" for kind, n in kefu["mix"].items())
+    lines.append(
+        f"kefu's journey ({mix}): {kefu['store_cpu_ms_per_journey']} ms store CPU, so at most"
+        f" {kefu['store_bound_per_s']} journeys/s with the store alone on {kefu['cores']} cores"
+    )
+    if kefu["not_measured"]:
+        lines.append(f"  (not measured, left out: {', '.join(kefu['not_measured'])})")
+    lines.append(
+        f"raw same-I/O pipeline (4 insert_many documents): {raw['store_cpu_ms_per_journey']} ms,"
+        f" at most {raw['store_bound_per_s']}/s"
+    )
+    if kefu["store_bound_per_s"] and raw["store_bound_per_s"]:
+        ratio = kefu["store_bound_per_s"] / raw["store_bound_per_s"]
+        lines.append(f"  store-bound ratio kefu / raw same-I/O: {ratio:.3f}x")
+    return lines
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
@@ -324,9 +357,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     monitoring.register(listener)  # every client created from now on reports its commands
     run = datetime.now(UTC).strftime("%H%M%S")
     bootstrap, uri = endpoints.kafka_bootstrap, endpoints.mongodb_uri
+    store_pids = {"ferretdb": infra.ferretdb.running_pid() or 0}
+    if (postgres_pid := infra.postgres.running_pid()) is not None:
+        store_pids["postgresql"] = postgres_pid
     try:
         inquiry = await profile_inquiry(bootstrap, uri, run, args.messages, args.stored, listener)
         notifier = await profile_notifier(bootstrap, uri, run, args.messages, listener)
+        costs = await store_costs.measure(uri, f"bench_wall{run}_costs", store_pids, shapes())
     finally:
         await delete_topics(bootstrap, f"bench.wall{run}.")
         if not args.keep_infra and infra.started:
@@ -338,7 +375,22 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "store_kind": store_kind,
         "inquiry": inquiry,
         "notifier": notifier,
+        "store_costs": costs,
+        "store_bound": {
+            "kefu": store_costs.ceiling(costs, journey_mix(inquiry, notifier)),
+            # The raw same-I/O pipeline's store work per input: 4 documents, batched inserts.
+            "raw_same_io": store_costs.ceiling(costs, {"insert_many": 4}),
+        },
     }
+
+
+def journey_mix(*services: dict[str, Any]) -> dict[str, float]:
+    """Store commands per journey by kind (insert, find, update...), over the services' steps."""
+    mix: dict[str, float] = defaultdict(float)
+    for service in services:
+        for c in service["commands"]:
+            mix[c["command"]] += c["per_message"]
+    return {kind: round(n, 2) for kind, n in mix.items()}
 
 
 def main() -> int:

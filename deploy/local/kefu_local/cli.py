@@ -48,6 +48,8 @@ def _mypy_packages() -> list[str]:
     for svc in ("notifier", "inquiry", "orders", "aftersales", "feedback"):
         if importlib.util.find_spec(f"kefu_{svc}") is not None:
             packages.append(f"kefu_{svc}")
+    if (REPO_ROOT / "bench" / "__init__.py").is_file():
+        packages.append("bench")  # not run by the tests, so typed to keep it from rotting
     return [arg for p in packages for arg in ("-p", p)]
 
 
