@@ -22,9 +22,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any
 
 from aiokafka import ConsumerRecord
-from faststream import Context
 from faststream.kafka import KafkaBroker
-from faststream.kafka.message import KafkaMessage
 from faststream.message import StreamMessage
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -41,6 +39,8 @@ DEFAULT_MAX_RECORDS = 100
 # before the next fetch: a record arriving then waits up to twice this. 200 ms (its default)
 # put ~100 ms on every stage of a journey at low load; 10 ms costs ~50 idle wake-ups a second.
 DEFAULT_WAIT_MS = 10
+# What a gathering fetch waits for unless its time is up first: more than a trickle of events.
+GATHER_MIN_BYTES = 1 << 20
 
 
 def dead_letters_of(broker: KafkaBroker) -> DeadLetterConfig:
@@ -132,13 +132,21 @@ def batch_subscriber(
     concurrency: int,
     max_records: int = DEFAULT_MAX_RECORDS,
     wait_ms: int = DEFAULT_WAIT_MS,
+    gather_ms: int = 0,
     title: str,
     description: str = "",
     **options: Any,
 ) -> RecordBatchHandler:
     """Subscribe ``handle`` to ``topics`` in batches: each record decoded as ``model`` (e.g.
     ``Envelope[NotificationRequested]``) and handled alone, the offsets committed per batch.
-    ``options`` are the service's subscriber options (group, offset reset)."""
+    ``options`` are the service's subscriber options (group, offset reset).
+
+    ``gather_ms`` > 0 lets the broker hold a fetch up to that long to gather records (Kafka's
+    ``fetch.max.wait.ms``, with a ``fetch.min.bytes`` a trickle does not reach): for a consumer
+    whose records may be that much later, one fetch and one commit for what trickled in
+    meanwhile instead of one each per record."""
+    if gather_ms:
+        options = {"fetch_max_wait_ms": gather_ms, "fetch_min_bytes": GATHER_MIN_BYTES, **options}
     handler = RecordBatchHandler(
         model,
         handle,
@@ -147,13 +155,14 @@ def batch_subscriber(
         concurrency=concurrency,
     )
 
-    async def on_batch(body: Any, message: KafkaMessage = Context("message")) -> None:  # noqa: B008
-        raw = message.raw_message
-        await handler(raw if isinstance(raw, tuple) else (raw,))
+    async def on_batch(records: Any) -> None:
+        await handler(records)
 
     # The topic carries single ``model`` records, and that is what AsyncAPI should say; the
-    # body is not validated here (``_undecoded`` gives the raw bytes): each record is, alone.
-    on_batch.__annotations__["body"] = Annotated[model, SkipValidation]
+    # body is not validated here (``_raw_records`` gives the records themselves, so the handler
+    # needs no ``Context("message")``: fast_depends resolves that sync dependency in a worker
+    # thread, a thread hop and a loop wake-up per batch): each record is validated alone.
+    on_batch.__annotations__["records"] = Annotated[model, SkipValidation]
 
     on_batch.__name__ = f"on_{title.replace('-', '_')}_batch"
     subscriber = broker.subscriber(
@@ -165,7 +174,7 @@ def batch_subscriber(
         description=description,
         **options,
     )
-    subscriber(on_batch, parser=_tolerant_parser, decoder=_undecoded)
+    subscriber(on_batch, parser=_tolerant_parser, decoder=_raw_records)
     return handler
 
 
@@ -194,7 +203,7 @@ def _readable_headers(record: ConsumerRecord[Any, Any]) -> ConsumerRecord[Any, A
     return dataclasses.replace(record, headers=headers)
 
 
-async def _undecoded(message: StreamMessage[Any]) -> list[Any]:
-    """The batch's bodies as bytes: a record that is not JSON must not fail the whole batch."""
+async def _raw_records(message: StreamMessage[Any]) -> Records:
+    """The batch's records, undecoded: a record that is not JSON must not fail the whole batch."""
     raw = message.raw_message
-    return [r.value for r in raw] if isinstance(raw, tuple) else [raw.value]
+    return raw if isinstance(raw, tuple) else (raw,)

@@ -119,8 +119,11 @@ def make_broker(
             dead_letter_middleware(config),
             renewal.middleware(),
         ),
-        # FastStream logs through the root logger, i.e. as JSON with trace ids.
+        # FastStream logs through the root logger, i.e. as JSON with trace ids. Its
+        # "Received" / "Processed" lines name neither the event nor its ids (for a batch, not
+        # even one record), so they are debug: the kernel logs one "handled" line per record.
         logger=logging.getLogger("faststream"),
+        log_level=logging.DEBUG,
     )
     holder["broker"] = broker
     renewal.bind(broker)

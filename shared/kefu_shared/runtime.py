@@ -92,10 +92,12 @@ class ServiceRuntime:
         title: str,
         description: str = "",
         group_id: str = "",
+        gather_ms: int = 0,
     ) -> RecordBatchHandler:
         """Consume ``topics`` (full names, ``self.topic(...)``) in batches, each record decoded
         as ``model`` and handled alone (``kefu_shared.batches``); how many records at once and
-        per fetch are the service's ``BatchConsumerSettings``."""
+        per fetch are the service's ``BatchConsumerSettings``; ``gather_ms`` as in
+        ``batches.batch_subscriber``."""
         if not isinstance(self.settings, BatchConsumerSettings):
             raise TypeError(f"{self.name}: batch consumers need BatchConsumerSettings")
         return batch_subscriber(
@@ -108,6 +110,7 @@ class ServiceRuntime:
             max_records=self.settings.consumer_batch_records,
             title=title,
             description=description,
+            gather_ms=gather_ms,
             **self.subscriber_options(**({"group_id": group_id} if group_id else {})),
         )
 

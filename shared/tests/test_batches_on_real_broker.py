@@ -48,7 +48,12 @@ async def produce_all(bootstrap: str, topic: str, records: list[Record]) -> None
 
 
 def subscribe(
-    broker: KafkaBroker, service: str, topic: str, handle: HandleOne, concurrency: int
+    broker: KafkaBroker,
+    service: str,
+    topic: str,
+    handle: HandleOne,
+    concurrency: int,
+    gather_ms: int = 0,
 ) -> dict[str, Any]:
     """The parcel scans of ``topic`` in batches; returns the subscriber options used."""
     options = subscriber_options(service)
@@ -59,6 +64,7 @@ def subscribe(
         handle=handle,
         tracer_provider=make_tracer_provider(service),
         concurrency=concurrency,
+        gather_ms=gather_ms,
         title="parcel-scans",
         **options,
     )
@@ -156,6 +162,44 @@ async def test_one_failing_record_is_retried_or_dead_lettered_alone(
     assert dead[0].key == b"p-broken"
     assert dead[0].headers["x-attempts"] == "3"
     assert "courier API keeps failing" in dead[0].headers["x-dlq-reason"]
+
+
+async def test_records_that_trickle_in_are_gathered_when_the_consumer_may_wait(
+    kafka_bootstrap: str, broker_factory: Callable[..., KafkaBroker], unique: str
+) -> None:
+    # A consumer that may be late (the webhook fan-out) lets the broker gather what trickles
+    # in: one fetch, one batch and one commit, instead of one each per record.
+    topic = f"kefu.test.{unique}"
+    service = f"k{unique}"
+    broker = broker_factory(service)
+    handled_at: dict[str, float] = {}
+    loop = asyncio.get_running_loop()
+
+    async def on_scan(event: Envelope[ParcelScanned]) -> None:
+        handled_at[event.data.parcel_id] = loop.time()
+
+    subscribe(broker, service, topic, on_scan, concurrency=8, gather_ms=2000)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    try:
+        async with broker:
+            await broker.start()
+            await producer.send_and_wait(topic, body("p-first", 0), key=b"p-first")
+            await eventually(lambda: _true("p-first" in handled_at))
+            sent_at = []
+            for n in range(5):
+                await producer.send_and_wait(topic, body(f"p-{n}", 0), key=f"p-{n}".encode())
+                sent_at.append(loop.time())
+                await asyncio.sleep(0.1)
+            await eventually(lambda: _true(len(handled_at) == 6))
+    finally:
+        await producer.stop()
+
+    trickle = [handled_at[f"p-{n}"] for n in range(5)]
+    assert sent_at[-1] - sent_at[0] >= 0.4
+    # Handled together, after the last one came: they were one batch.
+    assert max(trickle) - min(trickle) < 0.1
+    assert min(trickle) >= sent_at[-1]
 
 
 async def _true(value: bool) -> bool:

@@ -278,5 +278,7 @@ def build_webhooks(
         await dispatcher.run()
 
     runtime.background.append(dispatch_webhooks)
-    register_webhook_consumers(runtime, deps, group=settings.webhook_group())
+    register_webhook_consumers(
+        runtime, deps, group=settings.webhook_group(), gather_ms=settings.webhook_fetch_gather_ms
+    )
     return deps

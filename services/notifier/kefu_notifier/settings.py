@@ -111,6 +111,14 @@ class NotifierSettings(BatchConsumerSettings):
         description="How long the fan-out reuses the list of subscriptions (other replicas see "
         "a change that much later; 0 = read it for every event).",
     )
+    webhook_fetch_gather_ms: int = Field(
+        default=100,
+        ge=0,
+        le=5000,
+        description="How long the broker may hold the webhook fan-out's fetch to gather events "
+        "(0 = answer at once): fewer fetches and offset commits when events trickle in, each "
+        "event at most this much later to the webhooks.",
+    )
     webhook_history_grace_seconds: float = Field(
         default=300.0,
         ge=0,

@@ -24,7 +24,9 @@ WEBHOOK_SOURCE_TOPICS = (
 """Every topic of published kefu events (the topics of ``topics.EVENTS_TOPIC_OF_SERVICE``)."""
 
 
-def register_webhook_consumers(runtime: ServiceRuntime, deps: WebhookDeps, *, group: str) -> None:
+def register_webhook_consumers(
+    runtime: ServiceRuntime, deps: WebhookDeps, *, group: str, gather_ms: int
+) -> None:
     async def on_event(envelope: Envelope[Any]) -> None:
         # Any event type is welcome (the subscriptions decide); a body that is not a kefu
         # envelope never gets here: the kernel dead-letters it with pydantic's reason.
@@ -41,4 +43,7 @@ def register_webhook_consumers(runtime: ServiceRuntime, deps: WebhookDeps, *, gr
         description="Every kefu event, POSTed to the webhook subscriptions whose event types "
         "match it.",
         group_id=group,
+        # Every kefu event passes here, most matching no subscription: the broker gathers them
+        # for up to gather_ms instead of answering a fetch (and taking a commit) per event.
+        gather_ms=gather_ms,
     )
