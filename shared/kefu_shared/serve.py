@@ -25,8 +25,8 @@ def serve(service: str, settings_cls: type[S], create_app: Callable[[S], FastAPI
         host=settings.http_host,
         port=settings.http_port,
         log_config=None,  # keep our JSON logging
-        # uvloop where it is installed (a dependency off Windows): the services' own CPU per
-        # journey at 30 msg/s fell ~6 % against asyncio's loop in the benchmark.
+        # uvloop where it is installed (a dependency off Windows): a few per cent less of the
+        # services' own CPU per journey than asyncio's loop (README, Benchmark, session 7).
         loop="auto",
         # SIGTERM: stop accepting requests, then the lifespan stops consumers and the relay.
         timeout_graceful_shutdown=20,
