@@ -3,6 +3,7 @@ what each process costs (peak RSS, CPU seconds) read from /proc."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import atexit
 import os
@@ -14,11 +15,14 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from kefu_local.infra import LocalInfra
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+STORE_SERVERS = ("ferretdb", "postgresql")
 _STARTED: list[subprocess.Popen[bytes]] = []
 
 
@@ -231,3 +235,39 @@ async def delete_topics(bootstrap: str, prefix: str) -> int:
         return len(names)
     finally:
         await admin.close()
+
+
+# -- the servers every benchmark command runs on ----------------------------------------------
+
+
+def add_infra_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--keep-infra", action="store_true", help="leave Kafka/FerretDB running")
+    parser.add_argument("--infra-profile", dest="infra_profile", default="bench")
+    parser.add_argument("--kafka-port", type=int, default=39092)
+    parser.add_argument("--controller-port", type=int, default=39093)
+    parser.add_argument("--mongo-port", type=int, default=27047)
+
+
+def bench_infra(args: argparse.Namespace, **options: Any) -> LocalInfra:
+    """The profile named by ``add_infra_arguments``'s options (``infra.up`` starts it)."""
+    return LocalInfra(
+        args.infra_profile,
+        kafka_port=args.kafka_port,
+        controller_port=args.controller_port,
+        mongo_port=args.mongo_port,
+        **options,
+    )
+
+
+def server_pids(infra: LocalInfra) -> dict[str, int]:
+    """Kafka's, FerretDB's and (on PostgreSQL) PostgreSQL's pid, for ``CpuWindow``."""
+    pids = {"kafka": infra.kafka.running_pid() or 0, "ferretdb": infra.ferretdb.running_pid() or 0}
+    if (postgres_pid := infra.postgres.running_pid()) is not None:
+        pids["postgresql"] = postgres_pid
+    return pids
+
+
+async def stop_infra(args: argparse.Namespace, infra: LocalInfra) -> None:
+    """Stop what this run started, unless ``--keep-infra``."""
+    if not args.keep_infra and infra.started:
+        await asyncio.to_thread(infra.down, infra.started)

@@ -20,13 +20,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from kefu_local.infra import LocalInfra
 from pymongo import AsyncMongoClient
 
 from bench import baselines, profiling, report
 from bench.payloads import inbound, shapes
 from bench.pipeline import Kefu, PhaseResult
-from bench.procs import CpuWindow, delete_topics, memory_kib
+from bench.procs import (
+    CpuWindow,
+    add_infra_arguments,
+    bench_infra,
+    delete_topics,
+    memory_kib,
+    server_pids,
+    stop_infra,
+)
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -110,22 +117,11 @@ async def run(mode: Mode, args: argparse.Namespace) -> dict[str, Any]:
     started_at = datetime.now(UTC)
     run_id = started_at.strftime("%H%M%S") + f"{os.getpid() % 1000:03d}"
     prefix = f"bench.{run_id}."
-    infra = LocalInfra(
-        args.infra_profile,
-        kafka_port=args.kafka_port,
-        controller_port=args.controller_port,
-        mongo_port=args.mongo_port,
-        log=lambda line: print(f"  infra: {line}", flush=True),
-    )
+    infra = bench_infra(args, log=lambda line: print(f"  infra: {line}", flush=True))
     t = time.monotonic()
     endpoints = await asyncio.to_thread(infra.up)
     bootstrap, uri = endpoints.kafka_bootstrap, endpoints.mongodb_uri
-    infra_pids = {
-        "kafka": infra.kafka.running_pid() or 0,
-        "ferretdb": infra.ferretdb.running_pid() or 0,
-    }
-    if (postgres_pid := infra.postgres.running_pid()) is not None:
-        infra_pids["postgresql"] = postgres_pid
+    infra_pids = server_pids(infra)
     out: dict[str, Any] = {
         "mode": mode.name,
         "started_at": started_at.isoformat(),
@@ -323,8 +319,7 @@ async def run(mode: Mode, args: argparse.Namespace) -> dict[str, Any]:
             )
         finally:
             await client.close()
-        if not args.keep_infra and infra.started:
-            await asyncio.to_thread(infra.down, infra.started)
+        await stop_infra(args, infra)
         step("done")
     out["duration_s"] = round(mode.budget_s - budget.left(), 1)
     out["load_average_at_end"] = os.getloadavg()
@@ -354,12 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile", dest="pyspy", action="store_true", help="py-spy the services (max phase)"
     )
-    parser.add_argument("--keep-infra", action="store_true", help="leave Kafka/FerretDB running")
     parser.add_argument("--partitions", type=int, default=4, help="partitions of every topic")
-    parser.add_argument("--infra-profile", dest="infra_profile", default="bench")
-    parser.add_argument("--kafka-port", type=int, default=39092)
-    parser.add_argument("--controller-port", type=int, default=39093)
-    parser.add_argument("--mongo-port", type=int, default=27047)
+    add_infra_arguments(parser)
     parser.add_argument("--out", type=Path, help="JSON file (default bench/results/<mode>-<time>)")
     args = parser.parse_args(argv)
     mode: Mode = args.mode or QUICK

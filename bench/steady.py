@@ -21,29 +21,24 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from kefu_local.infra import LocalInfra
-
 from bench.payloads import shapes
 from bench.pipeline import Kefu
-from bench.procs import CpuWindow, delete_topics
+from bench.procs import (
+    CpuWindow,
+    add_infra_arguments,
+    bench_infra,
+    delete_topics,
+    server_pids,
+    stop_infra,
+)
 
 RESULTS = Path(__file__).parent / "results"
 
 
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
-    infra = LocalInfra(
-        args.infra_profile,
-        kafka_port=args.kafka_port,
-        controller_port=args.controller_port,
-        mongo_port=args.mongo_port,
-    )
+    infra = bench_infra(args)
     endpoints = await asyncio.to_thread(infra.up)
-    infra_pids = {
-        "kafka": infra.kafka.running_pid() or 0,
-        "ferretdb": infra.ferretdb.running_pid() or 0,
-    }
-    if (postgres_pid := infra.postgres.running_pid()) is not None:
-        infra_pids["postgresql"] = postgres_pid
+    infra_pids = server_pids(infra)
     run = datetime.now(UTC).strftime("%H%M%S")
     log_dir = infra.state_dir / "logs" / f"steady-{run}"
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -68,8 +63,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         )
         await kefu.stop()
         await delete_topics(endpoints.kafka_bootstrap, f"bench.steady{run}.")
-        if not args.keep_infra and infra.started:
-            await asyncio.to_thread(infra.down, infra.started)
+        await stop_infra(args, infra)
     per_s = max(result.e2e_per_s, 1e-9)
     processes = {name: c for name, c in cores.items() if name != "machine_busy"}
     return {
@@ -106,11 +100,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.steady", description=__doc__)
     parser.add_argument("--rate", type=float, default=30.0, help="journeys offered per second")
     parser.add_argument("--seconds", type=float, default=25.0)
-    parser.add_argument("--keep-infra", action="store_true")
-    parser.add_argument("--infra-profile", default="bench")
-    parser.add_argument("--kafka-port", type=int, default=39092)
-    parser.add_argument("--controller-port", type=int, default=39093)
-    parser.add_argument("--mongo-port", type=int, default=27047)
+    add_infra_arguments(parser)
     args = parser.parse_args()
     started = time.monotonic()
     results = asyncio.run(measure(args))

@@ -28,13 +28,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from kefu_local.infra import LocalInfra
 from kefu_shared import topics
 from pymongo import monitoring
 
 from bench import store_costs
 from bench.payloads import ARTICLE, customer_message, shapes
-from bench.procs import create_topics, delete_topics
+from bench.procs import (
+    STORE_SERVERS,
+    add_infra_arguments,
+    bench_infra,
+    create_topics,
+    delete_topics,
+    server_pids,
+    stop_infra,
+)
 
 RESULTS = Path(__file__).parent / "results"
 if os.environ.get("BENCH_TOOLS"):
@@ -345,29 +352,21 @@ def render_store_bound(costs: dict[str, Any], bound: dict[str, Any]) -> list[str
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    infra = LocalInfra(
-        args.infra_profile,
-        kafka_port=args.kafka_port,
-        controller_port=args.controller_port,
-        mongo_port=args.mongo_port,
-    )
+    infra = bench_infra(args)
     endpoints = await asyncio.to_thread(infra.up)
     store_kind = infra.store_kind()
     listener = CommandTimes()
     monitoring.register(listener)  # every client created from now on reports its commands
     run = datetime.now(UTC).strftime("%H%M%S")
     bootstrap, uri = endpoints.kafka_bootstrap, endpoints.mongodb_uri
-    store_pids = {"ferretdb": infra.ferretdb.running_pid() or 0}
-    if (postgres_pid := infra.postgres.running_pid()) is not None:
-        store_pids["postgresql"] = postgres_pid
+    store_pids = {n: pid for n, pid in server_pids(infra).items() if n in STORE_SERVERS}
     try:
         inquiry = await profile_inquiry(bootstrap, uri, run, args.messages, args.stored, listener)
         notifier = await profile_notifier(bootstrap, uri, run, args.messages, listener)
         costs = await store_costs.measure(uri, f"bench_wall{run}_costs", store_pids, shapes())
     finally:
         await delete_topics(bootstrap, f"bench.wall{run}.")
-        if not args.keep_infra and infra.started:
-            await asyncio.to_thread(infra.down, infra.started)
+        await stop_infra(args, infra)
     return {
         "run": run,
         "messages": args.messages,
@@ -397,11 +396,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.wall", description=__doc__)
     parser.add_argument("--messages", type=int, default=30)
     parser.add_argument("--stored", type=int, default=0, help="inquiries preloaded first")
-    parser.add_argument("--keep-infra", action="store_true")
-    parser.add_argument("--infra-profile", default="bench")
-    parser.add_argument("--kafka-port", type=int, default=39092)
-    parser.add_argument("--controller-port", type=int, default=39093)
-    parser.add_argument("--mongo-port", type=int, default=27047)
+    add_infra_arguments(parser)
     args = parser.parse_args()
     results = asyncio.run(main_async(args))
     RESULTS.mkdir(parents=True, exist_ok=True)
