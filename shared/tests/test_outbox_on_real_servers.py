@@ -1,5 +1,6 @@
 """The outbox: a crash between the write and the publish loses nothing."""
 
+import json
 from collections.abc import Callable
 from functools import partial
 from typing import Any, ClassVar
@@ -8,7 +9,7 @@ import pytest
 from faststream.kafka import KafkaBroker
 from kefu_shared.broker import publish_outbox_message
 from kefu_shared.documents import Change, Stored, VersionedDocumentStore
-from kefu_shared.envelope import Envelope, EventData
+from kefu_shared.envelope import Envelope, EventData, utcnow
 from kefu_shared.outbox import OutboxMessage, OutboxRelay
 from kefu_shared.testing import read_topic
 from pymongo.asynchronous.database import AsyncDatabase
@@ -91,6 +92,59 @@ async def test_a_crash_after_publishing_republishes_under_the_same_event_id(
 
     received = await read_topic(kafka_bootstrap, topic, expect=2, settle=1.0)
     assert [r.headers["ce_id"] for r in received] == [event.id, event.id]
+
+
+async def test_an_event_reaches_kafka_as_it_was_staged_whatever_form_the_document_holds(
+    db: AsyncDatabase[dict[str, Any]],
+    kafka_bootstrap: str,
+    broker_factory: Callable[..., KafkaBroker],
+    unique: str,
+) -> None:
+    """Staged now (packed in one field) or by a version before the packed form (field by field,
+    still pending at the upgrade): the relay publishes the same key, body and headers."""
+    topic = f"kefu.test.{unique}"
+    body = json.dumps({"case_id": "case-1", "note": "退货地址：上海"}, ensure_ascii=False)
+    headers = {"ce_id": "e-packed", "ce_type": "kefu.test.case_opened.v1"}
+    store = VersionedDocumentStore(db["cases"])
+    staged = OutboxMessage(id="e-packed", topic=topic, key="case-1", body=body, headers=headers)
+    await store.mutate("case-1", lambda current: Change({"count": 1}, [staged]))
+    old_form = {
+        "id": "e-old",
+        "topic": topic,
+        "key": "case-2",
+        "body": body,
+        "headers": {**headers, "ce_id": "e-old"},
+        "created_at": utcnow(),
+        "trace": {},
+    }
+    await db["cases"].insert_one(
+        {
+            "_id": "case-2",
+            "version": 1,
+            "count": 1,
+            "applied": [],
+            "outbox": [old_form],
+            "outbox_pending": True,
+        }
+    )
+
+    broker = broker_factory(f"k{unique}")
+    async with broker:
+        await broker.connect()
+        relay = OutboxRelay([store], partial(publish_outbox_message, broker))
+        assert await relay.relay_once() == 2
+
+    received = await read_topic(kafka_bootstrap, topic, expect=2, settle=0.5)
+    by_id = {r.headers["ce_id"]: r for r in received}
+    assert sorted(by_id) == ["e-old", "e-packed"]
+    for event_id, key in (("e-packed", b"case-1"), ("e-old", b"case-2")):
+        assert by_id[event_id].key == key
+        assert by_id[event_id].value.decode() == body
+        assert by_id[event_id].headers["ce_type"] == "kefu.test.case_opened.v1"
+    for doc_id in ("case-1", "case-2"):
+        done = await db["cases"].find_one({"_id": doc_id})
+        assert done is not None
+        assert (done["outbox"], done["outbox_pending"]) == ([], False)
 
 
 async def test_concurrent_writers_never_lose_an_update_or_an_event(

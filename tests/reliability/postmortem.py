@@ -33,6 +33,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from kefu_shared.outbox import OutboxMessage
 from pymongo import AsyncMongoClient
 
 from .fleet import KAFKA_PORT, MONGO_PORT
@@ -113,7 +114,7 @@ def _event_types(doc: dict[str, Any]) -> list[str]:
     out = []
     for item in doc.get("outbox") or ():
         try:
-            out.append(str(json.loads(item["body"]).get("type")))
+            out.append(str(json.loads(OutboxMessage.from_document(item).body).get("type")))
         except (KeyError, TypeError, ValueError):
             out.append("?")
     return out
