@@ -65,7 +65,7 @@ def create_app(
         topic=runtime.topic,
         clock=clock,
     )
-    consumers.register(runtime, deps)
+    consumers.register(runtime, deps, gather_ms=settings.event_fetch_gather_ms)
 
     # Rounds are durable: the round document holds who is still to be invited, so a restart
     # goes on where the last process stopped. New rounds wake the loop at once.
