@@ -224,6 +224,20 @@ class BatchConsumerSettings(ServiceSettings):
     )
 
 
+class EventConsumerSettings(BatchConsumerSettings):
+    """For a service that follows other services' event topics in batches, where nobody waits on
+    the outcome by the millisecond (facts, attribution, projections)."""
+
+    event_fetch_gather_ms: int = Field(
+        default=100,
+        ge=0,
+        le=5000,
+        description="How long the broker may hold a fetch of other services' events to gather "
+        "them (0 = answer at once): fewer fetches and offset commits when events trickle in, "
+        "each event handled at most this much later.",
+    )
+
+
 S = TypeVar("S", bound=BaseSettings)
 
 

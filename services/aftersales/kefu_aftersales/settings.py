@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from kefu_shared.settings import ServiceSettings
+from kefu_shared.settings import EventConsumerSettings
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
@@ -13,7 +13,7 @@ from kefu_aftersales.domain.inference import load_inferrer
 from kefu_aftersales.domain.policy import load_policy
 
 
-class AftersalesSettings(ServiceSettings):
+class AftersalesSettings(EventConsumerSettings):
     model_config = SettingsConfigDict(env_prefix="KEFU_AFTERSALES_", extra="ignore", frozen=True)
     retention_scan_seconds: float = Field(
         default=3600.0,

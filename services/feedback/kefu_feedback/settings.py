@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from kefu_shared.settings import BatchConsumerSettings
+from kefu_shared.settings import EventConsumerSettings
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 DEV_LINK_SECRET = "kefu-dev-survey-link-secret"
 
 
-class FeedbackSettings(BatchConsumerSettings):
+class FeedbackSettings(EventConsumerSettings):
     model_config = SettingsConfigDict(env_prefix="KEFU_FEEDBACK_", extra="ignore", frozen=True)
     retention_scan_seconds: float = Field(
         default=3600.0,
@@ -18,14 +18,6 @@ class FeedbackSettings(BatchConsumerSettings):
     )
 
     http_port: int = Field(default=8086, ge=1, le=65535)
-    event_fetch_gather_ms: int = Field(
-        default=100,
-        ge=0,
-        le=5000,
-        description="How long the broker may hold a fetch of other services' events to gather "
-        "them (0 = answer at once): fewer fetches and offset commits when events trickle in, "
-        "each fact and survey at most this much later.",
-    )
 
     # Survey links.
     survey_base_url: str = Field(

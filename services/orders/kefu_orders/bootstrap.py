@@ -66,7 +66,7 @@ def create_app(
         clock=clock,
         new_code=new_code,
     )
-    consumers.register(runtime, deps)
+    consumers.register(runtime, deps, gather_ms=settings.event_fetch_gather_ms)
 
     async def order_timers() -> None:
         await run_timers(deps, every_seconds=settings.timer_scan_seconds)

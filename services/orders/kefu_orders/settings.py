@@ -6,14 +6,14 @@ from datetime import timedelta
 from typing import Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from kefu_shared.settings import ServiceSettings
+from kefu_shared.settings import EventConsumerSettings
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from kefu_orders.domain.order import FollowUpPolicy, VerificationPolicy
 
 
-class OrdersSettings(ServiceSettings):
+class OrdersSettings(EventConsumerSettings):
     model_config = SettingsConfigDict(env_prefix="KEFU_ORDERS_", extra="ignore", frozen=True)
 
     # Unpaid follow-up, counted from the order's placed_at.

@@ -53,11 +53,15 @@ def register(runtime: ServiceRuntime, deps: Deps, settings: AftersalesSettings) 
         group=settings.group("orders"),
         title="aftersales-commerce-orders",
     )
-    runtime.subscribe(
-        topics.INQUIRY_EVENTS,
-        on_inquiry_event,
-        group=settings.group("inquiries"),
+    # Every inquiry event passes here and two kinds matter: in batches the broker may gather
+    # for up to EVENT_FETCH_GATHER_MS, each still handled alone, one inquiry's in order.
+    runtime.batch_subscriber(
+        runtime.topic(topics.INQUIRY_EVENTS),
+        model=Envelope[dict[str, Any]],
+        handle=on_inquiry_event,
         title="aftersales-inquiry-events",
+        group_id=settings.group("inquiries"),
+        gather_ms=settings.event_fetch_gather_ms,
     )
     runtime.subscribe(
         topics.MARKETPLACE_REVIEWS,

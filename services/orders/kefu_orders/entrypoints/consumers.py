@@ -14,7 +14,7 @@ from kefu_orders import handlers
 from kefu_orders.handlers import Context, Deps
 
 
-def register(runtime: ServiceRuntime, deps: Deps) -> None:
+def register(runtime: ServiceRuntime, deps: Deps, *, gather_ms: int) -> None:
     async def on_commerce_order(envelope: Envelope[CommerceOrderEvent]) -> None:
         # A body that does not parse or breaks the contract never gets here: the kernel
         # dead-letters it with pydantic's reason. The envelope's own type is checked here.
@@ -42,4 +42,15 @@ def register(runtime: ServiceRuntime, deps: Deps) -> None:
     # A group of its own: the inquiry topic is consumed at its own pace, and a rebalance of
     # one subscription never pauses the other.
     base = runtime.settings.consumer_group or f"kefu-{runtime.name}"
-    runtime.subscribe(topics.INQUIRY_EVENTS, on_inquiry_event, group=f"{base}-inquiry-events")
+    # Every inquiry event passes here and few are evidence (an agent's reply), so they come in
+    # batches the broker may gather for up to ``gather_ms``: a fetch and a commit per batch,
+    # each event still handled alone. The attribution does not depend on their order: every
+    # contact carries its time.
+    runtime.batch_subscriber(
+        runtime.topic(topics.INQUIRY_EVENTS),
+        model=Envelope[dict[str, Any]],
+        handle=on_inquiry_event,
+        title="orders-inquiry-events",
+        group_id=f"{base}-inquiry-events",
+        gather_ms=gather_ms,
+    )
