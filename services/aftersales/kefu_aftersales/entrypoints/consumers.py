@@ -47,11 +47,14 @@ def register(runtime: ServiceRuntime, deps: Deps, settings: AftersalesSettings) 
         _expect(envelope, MarketplaceReview)
         await handlers.receive_review(envelope.data, deps, _ctx(envelope))
 
-    runtime.subscribe(
-        topics.COMMERCE_ORDERS,
-        on_commerce_order,
-        group=settings.group("orders"),
+    # In batches, read at once (a return request may follow its order closely): one order's
+    # steps in their order, CONSUMER_WORKERS orders at once.
+    runtime.batch_subscriber(
+        runtime.topic(topics.COMMERCE_ORDERS),
+        model=Envelope[CommerceOrderEvent],
+        handle=on_commerce_order,
         title="aftersales-commerce-orders",
+        group_id=settings.group("orders"),
     )
     # Every inquiry event passes here and two kinds matter: in batches the broker may gather
     # for up to EVENT_FETCH_GATHER_MS, each still handled alone, one inquiry's in order.

@@ -38,7 +38,15 @@ def register(runtime: ServiceRuntime, deps: Deps, *, gather_ms: int) -> None:
     async def on_inquiry_event(envelope: Envelope[dict[str, Any]]) -> None:
         await handlers.record_inquiry_event(envelope, deps)
 
-    runtime.subscribe(topics.COMMERCE_ORDERS, on_commerce_order)
+    # In batches, read at once: a festival's burst costs a fetch and a commit per batch, and
+    # CONSUMER_WORKERS keys are handled at once, one key's steps in their order (an order's
+    # steps share its key), each step still retried and dead-lettered alone.
+    runtime.batch_subscriber(
+        runtime.topic(topics.COMMERCE_ORDERS),
+        model=Envelope[CommerceOrderEvent],
+        handle=on_commerce_order,
+        title="orders-commerce-orders",
+    )
     # A group of its own: the inquiry topic is consumed at its own pace, and a rebalance of
     # one subscription never pauses the other.
     base = runtime.settings.consumer_group or f"kefu-{runtime.name}"
