@@ -553,19 +553,16 @@ async def test_sales_attribution_follows_every_handbook_rule_whatever_order_the_
     commerce += [
         ("O-refunded", order_envelope(refunded)),
         ("O-refunded", order_envelope(refunded_paid)),
-        (
-            "O-refunded",
-            order_envelope(
-                step(
-                    refunded_paid,
-                    "refunded",
-                    refund_id="RF-1",
-                    refund_amount_cents=refunded["total_cents"],
-                    refunded_at=T0 + 72 * HOUR,
-                )
-            ),
-        ),
     ]
+    refund = order_envelope(
+        step(
+            refunded_paid,
+            "refunded",
+            refund_id="RF-1",
+            refund_amount_cents=refunded["total_cents"],
+            refunded_at=T0 + 72 * HOUR,
+        )
+    )
     replies.append(reply_envelope("c-refunded", "R-agent", T0 - HOUR, inquiry_id="i-refunded"))
 
     async with running(create_app(settings, clock=FakeClock(T0 + 5 * MIN))) as client:
@@ -573,6 +570,17 @@ async def test_sales_attribution_follows_every_handbook_rule_whatever_order_the_
         await send_replies(kafka_bootstrap, settings, *replies[::2])
         await send_all(kafka_bootstrap, settings.topic(topics.COMMERCE_ORDERS), commerce)
         await send_replies(kafka_bootstrap, settings, *replies[1::2])
+
+        # The refund comes once the order is a deal, whichever of its payment and its evidence
+        # came first: a refund that comes before the evidence leaves nothing to revoke.
+        async def refunded_order_attributed() -> bool:
+            view = await order_view(client, "O-refunded")
+            return bool(view and view["attribution"] and view["attribution"]["agent_id"])
+
+        await eventually(refunded_order_attributed, timeout=60)
+        await send_all(
+            kafka_bootstrap, settings.topic(topics.COMMERCE_ORDERS), [("O-refunded", refund)]
+        )
 
         def agent_of(name: str, agent: str | None) -> str | None:
             return f"{agent}-{name}"[:60] if agent else None
